@@ -1,0 +1,200 @@
+"""Typed pipeline parameters: one model per params.yaml section.
+
+The library takes these objects, never the YAML file; `load_params` is the one
+place that turns a mapping into them, so every stage validates the whole file
+and a typo in any section fails the first stage that runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fersynth.errors import ParamsError
+
+CANONICAL_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys and silent type coercion are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class CommonConfig(Section):
+    seed: int = 0
+    image_size: int = Field(48, ge=16, le=512)
+    channels: Literal[1, 3] = 1
+    classes: list[str] = Field(default_factory=lambda: list(CANONICAL_CLASSES))
+
+    @field_validator("classes")
+    @classmethod
+    def _known_unique_classes(cls, classes: list[str]) -> list[str]:
+        unknown = [name for name in classes if name not in CANONICAL_CLASSES]
+        if unknown:
+            raise ValueError(f"unknown class {unknown[0]!r}; expected names from {list(CANONICAL_CLASSES)}")
+        if len(set(classes)) != len(classes) or len(classes) < 2:
+            raise ValueError("classes must be at least two distinct names")
+        return classes
+
+
+FetchSource = Literal["demo", "fer2013", "fer2013_csv", "legend", "imagefolder"]
+
+
+class FetchConfig(Section):
+    source: FetchSource = "demo"
+    path: str = ""  # folder or zip; unused by the demo source
+    demo_train: int = Field(2800, ge=7)
+    demo_val: int = Field(600, ge=7)
+    demo_test: int = Field(600, ge=7)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # carved only when the source has no val split
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # carved only when the source has no test split
+    max_side: int = Field(256, ge=16)  # larger photos are stored downscaled (square, letterboxed)
+    label_aliases: dict[str, str] = Field(default_factory=dict)  # extra raw-name -> canonical-name mappings
+
+    @model_validator(mode="after")
+    def _path_given_for_files(self) -> FetchConfig:
+        if self.source != "demo" and not self.path:
+            raise ValueError(f"fetch.path is required when fetch.source is {self.source!r}")
+        return self
+
+
+class FaceAlignConfig(Section):
+    detector: Literal["none", "mtcnn"] = "none"
+    margin: float = Field(0.25, ge=0.0, le=1.0)  # extra border around the detected box, as a share of its size
+    min_confidence: float = Field(0.9, ge=0.0, le=1.0)
+    on_no_face: Literal["fallback", "drop"] = "fallback"  # fallback: centre crop + resize
+    batch_size: int = Field(32, ge=1)
+
+
+class AugmentOfflineConfig(Section):
+    variants_per_image: int = Field(2, ge=0)
+    rotation_limit: float = Field(15.0, ge=0.0, le=90.0)  # degrees
+    zoom_limit: float = Field(0.1, ge=0.0, le=0.5)
+    stretch_limit: float = Field(0.1, ge=0.0, le=0.5)  # independent horizontal/vertical scale
+    flip_probability: float = Field(0.5, ge=0.0, le=1.0)
+    brightness_limit: float = Field(0.2, ge=0.0, le=1.0)
+    contrast_limit: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class TrainGanConfig(Section):
+    mode: Literal["conditional", "per_class"] = "conditional"
+    latent_dim: int = Field(100, ge=1)
+    base_channels: int = Field(32, ge=4)
+    epochs: int = Field(20, ge=0)
+    batch_size: int = Field(64, ge=2)
+    lr_generator: float = Field(2.0e-4, gt=0.0)
+    lr_discriminator: float = Field(2.0e-4, gt=0.0)
+    beta1: float = Field(0.0, ge=0.0, lt=1.0)
+    beta2: float = Field(0.99, ge=0.0, lt=1.0)
+    loss: Literal["hinge", "nonsaturating"] = "hinge"
+    spectral_norm: bool = True
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # 0 disables the EMA generator
+    diffaugment: list[Literal["translation", "cutout", "color"]] = Field(
+        default_factory=lambda: ["translation", "cutout", "color"]
+    )
+    balanced_sampling: bool = True
+    use_offline: bool = False  # also train on offline-augmented variants
+    checkpoint_every: int = Field(1, ge=1)  # epochs between resumable checkpoints
+
+
+class GenerateConfig(Section):
+    backend: Literal["gan"] = "gan"
+    target: Literal["balance_to_max", "per_class", "counts"] = "balance_to_max"
+    per_class: int = Field(0, ge=0)  # used by target=per_class
+    counts: dict[str, int] = Field(default_factory=dict)  # used by target=counts
+    oversample: float = Field(1.5, ge=1.0)  # headroom for images calibration rejects
+    batch_size: int = Field(256, ge=1)
+
+
+class ClassifierConfig(Section):
+    arch: Literal["linear", "vgg", "resemotenet", "resnet18"] = "vgg"
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1.0e-3, gt=0.0)
+    weight_decay: float = Field(1.0e-4, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd only
+    scheduler: Literal["cosine", "step", "none"] = "cosine"
+    step_size: int = Field(10, ge=1)  # scheduler=step: epochs between lr drops
+    gamma: float = Field(0.1, gt=0.0, le=1.0)  # scheduler=step: lr factor
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    flip_augment: bool = True  # random horizontal flip of training batches
+    weights_path: str = ""  # resnet18 only: local torchvision state dict for transfer learning
+    freeze_blocks: int = Field(0, ge=0, le=4)  # resnet18 with weights: residual stages kept frozen
+    backbone_lr_scale: float = Field(0.1, gt=0.0, le=1.0)  # resnet18 with weights: lr factor of the backbone
+
+
+class CalibrateConfig(Section):
+    policy: Literal["filter", "relabel", "soft"] = "filter"
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    ensemble_size: int = Field(1, ge=1)
+    teacher: ClassifierConfig = Field(default_factory=lambda: ClassifierConfig(epochs=5))
+
+
+MergeSource = Literal["real", "offline", "gan"]
+
+
+class MergeConfig(Section):
+    sources: list[MergeSource] = Field(default_factory=lambda: ["real", "offline", "gan"])
+    policy: Literal["all", "balance_to_max", "per_class", "max_synthetic_share"] = "balance_to_max"
+    per_class: int = Field(0, ge=0)  # used by policy=per_class
+    max_synthetic_share: float = Field(0.5, ge=0.0, le=1.0)  # used by policy=max_synthetic_share
+
+
+class ExtraTestSet(Section):
+    source: Literal["fer2013", "fer2013_csv", "legend", "imagefolder", "demo"]
+    path: str = ""
+    split: Literal["all", "test"] = "all"  # which images of the source are scored
+    detector: Literal["none", "mtcnn"] = "none"
+
+
+class EvaluateConfig(Section):
+    batch_size: int = Field(256, ge=1)
+    extra_test_sets: dict[str, ExtraTestSet] = Field(default_factory=dict)
+
+
+class Params(Section):
+    common: CommonConfig = Field(default_factory=CommonConfig)
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
+    face_align: FaceAlignConfig = Field(default_factory=FaceAlignConfig)
+    augment_offline: AugmentOfflineConfig = Field(default_factory=AugmentOfflineConfig)
+    train_gan: TrainGanConfig = Field(default_factory=TrainGanConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
+    merge: MergeConfig = Field(default_factory=MergeConfig)
+    train: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+
+def load_params(raw: Mapping[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a whole params mapping; errors name every offending key."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        lines = [_describe(err) for err in error.errors()]
+        raise ParamsError(f"{source}: invalid parameters:\n" + "\n".join(f"  - {line}" for line in lines)) from None
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    location = ".".join(str(part) for part in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{location}: unknown key{_suggestion(err['loc'])}"
+    value = err.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, Mapping) else ""
+    return f"{location}: {err['msg']}{shown}"
+
+
+def _suggestion(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,1 @@
+"""Dataset sources and the on-disk dataset format shared by every image stage."""

@@ -1,0 +1,44 @@
+"""Labelled image grids for humans: dataset previews and GAN sample sheets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+LABEL_WIDTH = 64
+
+
+def class_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], per_class: int = 10) -> Image.Image:
+    """One row per class with up to `per_class` of its images, the class name on the left."""
+    height, width = images.shape[1:3]
+    scale = max(1, 48 // height)
+    cell_h, cell_w = height * scale, width * scale
+    sheet = Image.new("RGB", (LABEL_WIDTH + per_class * cell_w, len(classes) * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, name in enumerate(classes):
+        draw.text((4, row * cell_h + cell_h // 2 - 5), name, fill="black")
+        members = np.flatnonzero(labels == row)[:per_class]
+        for column, index in enumerate(members):
+            tile = Image.fromarray(_to_rgb(np.asarray(images[index])))
+            tile = tile.resize((cell_w, cell_h), Image.Resampling.NEAREST)
+            sheet.paste(tile, (LABEL_WIDTH + column * cell_w, row * cell_h))
+    return sheet
+
+
+def save_preview(
+    images: np.ndarray, labels: np.ndarray, classes: Sequence[str], path: Path, title: str = "", per_class: int = 10
+) -> None:
+    sheet = class_grid(images, labels, classes, per_class)
+    if title:
+        titled = Image.new("RGB", (sheet.width, sheet.height + 16), "white")
+        ImageDraw.Draw(titled).text((4, 2), title, fill="black")
+        titled.paste(sheet, (0, 16))
+        sheet = titled
+    sheet.save(path)
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image

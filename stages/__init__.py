@@ -1,0 +1,1 @@
+"""CLI glue: one Typer command per DVC stage; the work happens in `fersynth`."""

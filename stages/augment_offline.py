@@ -1,0 +1,7 @@
+"""(being written) the augment_offline stage."""
+
+from __future__ import annotations
+
+
+def command() -> None:
+    raise NotImplementedError("augment_offline")

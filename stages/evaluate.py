@@ -1,0 +1,7 @@
+"""(being written) the evaluate stage."""
+
+from __future__ import annotations
+
+
+def command() -> None:
+    raise NotImplementedError("evaluate")

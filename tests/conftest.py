@@ -1,0 +1,44 @@
+"""Shared fixtures: the read-only FER data beside the checkout, and small synthetic datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fersynth.config import CANONICAL_CLASSES
+from fersynth.datasets.format import Dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FERSYNTH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def shared_file(name: str) -> Path:
+    """Path to a file in ../shared/data; skip when absent, fail when CI requires it."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        reason = f"{path} not found (the shared FER data lives beside the checkout)"
+        if os.environ.get("FERSYNTH_REQUIRE_SHARED") == "1":
+            pytest.fail(reason + "; FERSYNTH_REQUIRE_SHARED=1 makes this an error")
+        pytest.skip(reason)
+    return path
+
+
+def make_dataset(per_class: int = 6, size: int = 48, channels: int = 1, seed: int = 0) -> Dataset:
+    """A tiny labelled dataset whose classes differ in mean brightness (learnable in a few steps)."""
+    rng = np.random.default_rng(seed)
+    classes = CANONICAL_CLASSES
+    labels = np.repeat(np.arange(len(classes)), per_class)
+    base = (labels * 30 + 20).astype(np.float32)[:, None, None, None]
+    noise = rng.normal(0, 12, size=(len(labels), size, size, channels))
+    images = np.clip(base + noise, 0, 255).astype(np.uint8)
+    splits = np.array(["train", "val", "test"] * ((len(labels) + 2) // 3), dtype=object)[: len(labels)]
+    ids = np.array([f"img{i:04d}" for i in range(len(labels))], dtype=object)
+    return Dataset(images=images, labels=labels.astype(np.int64), splits=splits, classes=classes, ids=ids)
+
+
+@pytest.fixture
+def tiny_dataset() -> Dataset:
+    return make_dataset()
