@@ -8,7 +8,7 @@ A directory holds `images.npy` (uint8, N×H×W×C, memory-mappable), `manifest.c
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -121,9 +121,16 @@ def _soft_or_one_hot(part: Dataset) -> np.ndarray:
     return np.eye(len(part.classes), dtype=np.float32)[part.labels]
 
 
-def write_dataset(dataset: Dataset, directory: Path, preview_title: str = "") -> None:
-    """Write `dataset` to `directory` atomically (a failed write leaves the old one)."""
+def write_dataset(
+    dataset: Dataset, directory: Path, preview_title: str = "", extra_files: Mapping[str, bytes] | None = None
+) -> None:
+    """Write `dataset` to `directory` atomically (a failed write leaves the old one).
+
+    `extra_files` (name -> content) land in the same directory, e.g. a stage's per-image report.
+    """
     with atomic_directory(Path(directory)) as staging:
+        for name, content in (extra_files or {}).items():
+            (staging / name).write_bytes(content)
         np.save(staging / IMAGES_FILE, np.ascontiguousarray(dataset.images))
         if dataset.soft_labels is not None:
             np.save(staging / SOFT_LABELS_FILE, dataset.soft_labels.astype(np.float32))
