@@ -1,7 +1,35 @@
-"""(being written) the augment_offline stage."""
+"""Write N label-preserving augmented variants of every training image (augment_offline.*)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
 
-def command() -> None:
-    raise NotImplementedError("augment_offline")
+import typer
+
+from fersynth.augment import augment_metrics, augment_offline
+from fersynth.datasets.format import read_dataset, write_dataset
+from fersynth.io import write_json
+from stages._common import ParamsOption, read_params, stage_command
+
+
+@stage_command
+def command(
+    input_dir: Annotated[
+        Path, typer.Option("--input", help="Aligned dataset (face-align output); only its train split is augmented.")
+    ] = Path("data/aligned"),
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for the variants (source 'offline', origin = the real image).")
+    ] = Path("data/offline"),
+    metrics: Annotated[
+        Path,
+        typer.Option("--metrics", help="Flat JSON: variants per image, training images, variants written per class."),
+    ] = Path("metrics/augment_offline.json"),
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    params = read_params(params_path)
+    dataset = read_dataset(input_dir, params.common.classes)
+    config = params.augment_offline
+    augmented = augment_offline(dataset, config, params.common.seed)
+    write_dataset(augmented, out, preview_title=f"offline variants ({config.variants_per_image} per training image)")
+    write_json(metrics, augment_metrics(dataset, augmented, config))
