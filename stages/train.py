@@ -1,7 +1,38 @@
-"""(being written) the train stage."""
+"""Train the expression classifier on the merged set; the val split of the real data picks the checkpoint."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
 
-def command() -> None:
-    raise NotImplementedError("train")
+import typer
+
+from fersynth.io import atomic_directory, write_json
+from fersynth.training import MODEL_FILE, save_classifier, train_from_directories
+from stages._common import ParamsOption, read_params, stage_command
+
+
+@stage_command
+def command(
+    train: Annotated[
+        Path, typer.Option("--train", help="Training images (merge output); every row is used, whatever its split.")
+    ] = Path("data/merged"),
+    val: Annotated[
+        Path, typer.Option("--val", help="Real aligned images; the epoch with the best val-split macro-F1 is kept.")
+    ] = Path("data/aligned"),
+    out: Annotated[Path, typer.Option("--out", help=f"Directory for the trained classifier ({MODEL_FILE}).")] = Path(
+        "models/classifier"
+    ),
+    metrics: Annotated[
+        Path, typer.Option("--metrics", help="Flat JSON: best epoch, its val macro-F1/accuracy, data and model size.")
+    ] = Path("metrics/train.json"),
+    live: Annotated[
+        Path, typer.Option("--live", help="dvclive directory for per-epoch loss, val metrics and lr curves.")
+    ] = Path("metrics/train_live"),
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    params = read_params(params_path)
+    run = train_from_directories(train, val, params.common.classes, params.train, params.common.seed, live)
+    with atomic_directory(out) as staging:
+        save_classifier(staging / MODEL_FILE, run.fit.model, params.train, run.classes, run.image_shape)
+    write_json(metrics, run.metrics())

@@ -1,0 +1,128 @@
+"""Score a trained classifier on the test split and on cross-dataset test sets.
+
+The result holds flat metrics (test set at the top level, each extra set nested under its
+name) and per-image confusion rows for DVC's `confusion` plot template.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fersynth.config import EvaluateConfig, ExtraTestSet, FaceAlignConfig
+from fersynth.datasets.format import Dataset, read_dataset
+from fersynth.datasets.sources import load_source
+from fersynth.errors import DataError
+from fersynth.faces import align_dataset
+from fersynth.io import atomic_directory, write_json
+from fersynth.metrics import classification_report_flat, confusion_rows
+from fersynth.training import LoadedClassifier, load_classifier, predict_proba
+
+logger = logging.getLogger(__name__)
+
+TEST_SET = "test"
+EXTRA_SOURCE_MAX_SIDE = 256  # photos are letterboxed to at most this side before alignment
+_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # used as a file name and a metrics key
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, Any]  # test-set metrics at the top level, extra sets nested under their names
+    confusion: dict[str, list[dict[str, str]]]  # set name -> one {"actual", "predicted"} row per image
+
+
+def evaluate_classifier(
+    model_path: Path,
+    aligned_dir: Path,
+    classes: Sequence[str],
+    image_size: int,
+    channels: int,
+    config: EvaluateConfig,
+    face_align: FaceAlignConfig,
+) -> Evaluation:
+    """Score the test split of `aligned_dir` and every `config.extra_test_sets` entry.
+
+    Extra sets are loaded from their source and aligned like the training data (`face_align`,
+    `image_size`, `channels`), except that each names its own detector.
+    """
+    _check_set_names(config.extra_test_sets)
+    classifier = load_classifier(model_path)
+    _check_compatible(classifier, model_path, classes, image_size, channels)
+    test = read_dataset(aligned_dir, classes).split(TEST_SET)
+    if len(test) == 0:
+        raise DataError(f"{aligned_dir}: no rows with split 'test' to evaluate on")
+    if test.images.shape[1:] != classifier.image_shape:
+        raise DataError(
+            f"{aligned_dir}: images are {test.images.shape[1:]}, the model expects {classifier.image_shape}"
+        )
+    metrics, rows = score_dataset(classifier, test, config.batch_size)
+    confusion = {TEST_SET: rows}
+    for name, spec in config.extra_test_sets.items():
+        alignment = face_align.model_copy(update={"detector": spec.detector})
+        extra = load_extra_test_set(name, spec, classes, alignment, image_size, channels)
+        metrics[name], confusion[name] = score_dataset(classifier, extra, config.batch_size)
+    return Evaluation(metrics, confusion)
+
+
+def score_dataset(
+    classifier: LoadedClassifier, dataset: Dataset, batch_size: int
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Flat metrics (with the image count) and confusion rows for one labelled dataset."""
+    predictions = predict_proba(classifier.model, dataset.images, batch_size).argmax(axis=1)
+    metrics: dict[str, Any] = {"images": len(dataset)}
+    metrics |= classification_report_flat(dataset.labels, predictions, dataset.classes)
+    logger.info("%d images: accuracy %.4f, macro-F1 %.4f", len(dataset), metrics["accuracy"], metrics["macro_f1"])
+    return metrics, confusion_rows(dataset.labels, predictions, dataset.classes)
+
+
+def load_extra_test_set(
+    name: str,
+    spec: ExtraTestSet,
+    classes: Sequence[str],
+    alignment: FaceAlignConfig,
+    image_size: int,
+    channels: int,
+) -> Dataset:
+    """Load a cross-dataset test set, keep the requested split and align its faces."""
+    logger.info("extra test set %r: %s from %s (%s split)", name, spec.source, spec.path or "-", spec.split)
+    dataset, _report = load_source(spec.source, Path(spec.path), classes, aliases={}, max_side=EXTRA_SOURCE_MAX_SIDE)
+    if spec.split == "test":
+        dataset = dataset.split("test")
+    if len(dataset) == 0:
+        raise DataError(f"evaluate.extra_test_sets.{name}: no {spec.split!r} images in {spec.path}")
+    aligned = align_dataset(dataset, alignment, image_size, channels).dataset
+    if len(aligned) == 0:
+        raise DataError(f"evaluate.extra_test_sets.{name}: no image of {spec.path} survived face alignment")
+    return aligned
+
+
+def write_evaluation(evaluation: Evaluation, metrics_path: Path, confusion_dir: Path) -> None:
+    """metrics JSON plus `<set>.json` confusion rows per set, the directory replaced atomically."""
+    with atomic_directory(Path(confusion_dir)) as staging:
+        for name, rows in evaluation.confusion.items():
+            write_json(staging / f"{name}.json", rows)
+    write_json(Path(metrics_path), evaluation.metrics)
+
+
+def _check_set_names(extra_sets: Mapping[str, ExtraTestSet]) -> None:
+    for name in extra_sets:
+        if name == TEST_SET or not _SET_NAME.match(name):
+            raise DataError(
+                f"evaluate.extra_test_sets.{name}: names must be letters, digits, '_' or '-' and not {TEST_SET!r}"
+            )
+
+
+def _check_compatible(
+    classifier: LoadedClassifier, model_path: Path, classes: Sequence[str], image_size: int, channels: int
+) -> None:
+    if classifier.classes != tuple(classes):
+        raise DataError(f"{model_path}: trained on classes {list(classifier.classes)}, params list {list(classes)}")
+    expected = (image_size, image_size, channels)
+    if classifier.image_shape != expected:
+        raise DataError(
+            f"{model_path}: trained on {classifier.image_shape} images, but common.image_size/channels give {expected}"
+        )

@@ -1,0 +1,374 @@
+"""Train an expression classifier, score images with it, and save/load it as one checkpoint file.
+
+Used by the train stage and by calibrate's teachers. Images arrive as uint8 (N, H, W, C) arrays,
+possibly memory-mapped: they are read batch by batch, never converted whole.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from dvclive import Live
+
+from fersynth.config import ClassifierConfig
+from fersynth.datasets.format import Dataset, read_dataset
+from fersynth.errors import DataError
+from fersynth.io import atomic_write_bytes
+from fersynth.metrics import macro_f1
+from fersynth.models import Classifier, build_classifier, count_parameters, parameter_groups
+from fersynth.progress import progress_bar
+from fersynth.seeding import seed_everything
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    val_macro_f1: float
+    lr: float  # of the head, during this epoch
+
+
+@dataclass(frozen=True)
+class FitResult:
+    model: Classifier  # best weights loaded, in eval mode
+    best_epoch: int
+    best_val_macro_f1: float
+    best_val_accuracy: float
+    history: list[EpochRecord]
+
+
+@dataclass(frozen=True)
+class LoadedClassifier:
+    model: Classifier  # in eval mode
+    classes: tuple[str, ...]
+    image_shape: tuple[int, int, int]  # (H, W, C) of the images it was trained on
+    config: ClassifierConfig
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """A trained classifier plus what the train stage reports about it."""
+
+    fit: FitResult
+    classes: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    train_images: int
+    val_images: int
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "best_epoch": self.fit.best_epoch,
+            "best_val_macro_f1": self.fit.best_val_macro_f1,
+            "best_val_accuracy": self.fit.best_val_accuracy,
+            "epochs": len(self.fit.history),
+            "train_images": self.train_images,
+            "val_images": self.val_images,
+            "parameters": count_parameters(self.fit.model),
+        }
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_from_directories(
+    train_dir: Path, val_dir: Path, classes: Sequence[str], config: ClassifierConfig, seed: int, live_dir: Path
+) -> TrainingRun:
+    """Train on every row of `train_dir` and select the checkpoint on the val split of `val_dir`.
+
+    Curves go to a dvclive directory; dvclive is told not to touch dvc.yaml or save experiments,
+    since DVC itself runs this stage.
+    """
+    train = read_dataset(train_dir, classes)
+    val = read_dataset(val_dir, classes).split("val")
+    if len(train) < 2:
+        raise DataError(f"{train_dir}: {len(train)} images; need at least two to train on")
+    if len(val) == 0:
+        raise DataError(f"{val_dir}: no rows with split 'val' to select the checkpoint on")
+    if train.images.shape[1:] != val.images.shape[1:]:
+        raise DataError(
+            f"{train_dir} holds {_shape_text(train)} images but {val_dir} holds {_shape_text(val)}; "
+            "were they aligned with the same common.image_size and common.channels?"
+        )
+    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        fit = fit_classifier(train, val, config, seed, live=live)
+    return TrainingRun(
+        fit=fit,
+        classes=tuple(classes),
+        image_shape=_image_shape(train),
+        train_images=len(train),
+        val_images=len(val),
+    )
+
+
+def fit_classifier(
+    train: Dataset,
+    val: Dataset,
+    config: ClassifierConfig,
+    seed: int,
+    live: Live | None = None,
+    description: str = "train",
+) -> FitResult:
+    """Train from scratch (or from resnet18 weights) and keep the epoch with the best val macro-F1.
+
+    Targets are `train.soft_labels` when present (soft-target cross-entropy), else the hard labels.
+    Same data, config and seed give the same weights on the same CPU.
+    """
+    _check_compatible(train, val)
+    rng = seed_everything(seed)
+    device = default_device()
+    height, _, channels = _image_shape(train)
+    model = build_classifier(config, len(train.classes), channels, height).to(device)
+    optimizer = _make_optimizer(model, config)
+    scheduler = _make_scheduler(optimizer, config)
+    targets = _training_targets(train).to(device)
+    history: list[EpochRecord] = []
+    best: EpochRecord | None = None
+    best_state: dict[str, torch.Tensor] = {}
+    batches_per_epoch = len(_batches(np.arange(len(train)), config.batch_size))
+    logger.info(
+        "%s: %s, %d parameters, %d train / %d val images on %s",
+        description,
+        config.arch,
+        count_parameters(model),
+        len(train),
+        len(val),
+        device,
+    )
+    with progress_bar() as bar:
+        for epoch in range(1, config.epochs + 1):
+            task = bar.add_task(f"{description} {epoch}/{config.epochs}", total=batches_per_epoch, status="")
+            started = time.perf_counter()
+            train_loss = _train_epoch(
+                model,
+                train.images,
+                targets,
+                optimizer,
+                config,
+                rng,
+                on_batch=lambda loss, task=task: bar.update(task, advance=1, status=f"loss {loss:.3f}"),
+            )
+            record = _evaluate_epoch(model, val, epoch, train_loss, optimizer.param_groups[-1]["lr"], config)
+            elapsed = time.perf_counter() - started
+            bar.update(task, status=f"loss {train_loss:.3f}  val macro-F1 {record.val_macro_f1:.3f}")
+            logger.info("%s epoch %d: %.1f s, %.0f train images/s", description, epoch, elapsed, len(train) / elapsed)
+            if scheduler is not None:
+                scheduler.step()
+            history.append(record)
+            _log_epoch(live, record)
+            if best is None or record.val_macro_f1 > best.val_macro_f1:
+                best = record
+                best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    assert best is not None  # epochs >= 1
+    model.load_state_dict(best_state)
+    model.eval()
+    logger.info("%s: best val macro-F1 %.4f at epoch %d", description, best.val_macro_f1, best.epoch)
+    return FitResult(model, best.epoch, best.val_macro_f1, best.val_accuracy, history)
+
+
+def predict_proba(model: Classifier, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """(N, K) float32 class probabilities of uint8 (N, H, W, C) images."""
+    logits = _map_batches(model, model.forward, images, batch_size, model.head.out_features)
+    return torch.softmax(logits, dim=1).numpy().astype(np.float32)
+
+
+def extract_features(model: Classifier, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """(N, D) float32 penultimate-layer features, e.g. for a Fréchet distance in a FER feature space."""
+    return _map_batches(model, model.features, images, batch_size, model.head.in_features).numpy().astype(np.float32)
+
+
+def save_classifier(
+    path: Path, model: Classifier, config: ClassifierConfig, classes: Sequence[str], image_shape: Sequence[int]
+) -> None:
+    """One file: weights plus plain-data metadata, so loading needs no pickled objects."""
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": {name: value.detach().cpu() for name, value in model.state_dict().items()},
+        "config": config.model_dump(),
+        "classes": list(classes),
+        "image_shape": [int(side) for side in image_shape],
+    }
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_classifier(path: Path) -> LoadedClassifier:
+    """Rebuild a classifier saved by `save_classifier`; `path` is the file or a directory holding model.pt."""
+    path = Path(path)
+    file = path / MODEL_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise DataError(f"{file}: classifier checkpoint not found; run the train stage first")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+        config = ClassifierConfig.model_validate(checkpoint["config"])
+        classes = tuple(checkpoint["classes"])
+        height, width, channels = (int(side) for side in checkpoint["image_shape"])
+        # The checkpoint holds every weight: do not reload (or require) the transfer-learning file.
+        architecture = config.model_copy(update={"weights_path": "", "freeze_blocks": 0})
+        model = build_classifier(architecture, len(classes), channels, height)
+        model.load_state_dict(checkpoint["state_dict"])
+    except Exception as error:  # corrupt file, foreign checkpoint, or weights of another architecture
+        raise DataError(f"{file}: not a fersynth classifier checkpoint ({error})") from None
+    model.to(default_device()).eval()
+    return LoadedClassifier(model, classes, (height, width, channels), config)
+
+
+def _check_compatible(train: Dataset, val: Dataset) -> None:
+    if len(train) < 2 or len(val) == 0:
+        raise DataError(f"need at least two training and one validation image (got {len(train)} and {len(val)})")
+    if train.classes != val.classes or train.images.shape[1:] != val.images.shape[1:]:
+        raise DataError(
+            f"training ({_shape_text(train)}, {len(train.classes)} classes) and validation "
+            f"({_shape_text(val)}, {len(val.classes)} classes) data differ"
+        )
+
+
+def _image_shape(dataset: Dataset) -> tuple[int, int, int]:
+    height, width, channels = dataset.images.shape[1:]
+    return int(height), int(width), int(channels)
+
+
+def _shape_text(dataset: Dataset) -> str:
+    return "x".join(str(side) for side in dataset.images.shape[1:])
+
+
+def _make_optimizer(model: Classifier, config: ClassifierConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, config.lr)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _make_scheduler(
+    optimizer: torch.optim.Optimizer, config: ClassifierConfig
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Stepped once per epoch."""
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    return None
+
+
+def _training_targets(train: Dataset) -> torch.Tensor:
+    """Class indexes (N,), or probability rows (N, K) when the dataset carries soft labels."""
+    if train.soft_labels is None:
+        return torch.from_numpy(np.asarray(train.labels, dtype=np.int64))
+    soft = np.asarray(train.soft_labels, dtype=np.float32)
+    if soft.shape != (len(train), len(train.classes)) or not np.all(soft >= 0) or np.any(soft.sum(axis=1) <= 0):
+        raise DataError(f"soft labels must be non-negative (N, {len(train.classes)}) rows, got shape {soft.shape}")
+    return torch.from_numpy(soft / soft.sum(axis=1, keepdims=True))
+
+
+def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Near-equal batches of at most `batch_size`: never a lone image (batch norm cannot train on one)."""
+    count = -(-len(order) // batch_size)
+    return np.array_split(order, count)
+
+
+def _train_epoch(
+    model: Classifier,
+    images: np.ndarray,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    config: ClassifierConfig,
+    rng: np.random.Generator,
+    on_batch: Callable[[float], None],
+) -> float:
+    """One pass in a seeded random order; returns the mean training loss."""
+    model.train()
+    device = targets.device
+    total_loss, seen = 0.0, 0
+    for indices in _batches(rng.permutation(len(images)), config.batch_size):
+        indices = np.sort(indices)  # sequential reads from a memory-mapped array; order within a batch is moot
+        batch = _augment(images[indices], rng, config.flip_augment, config.shift_augment)
+        logits = model(_to_input(batch, device))
+        loss = F.cross_entropy(
+            logits, targets[torch.from_numpy(indices).to(device)], label_smoothing=config.label_smoothing
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += float(loss.item()) * len(indices)
+        seen += len(indices)
+        on_batch(float(loss.item()))
+    return total_loss / seen
+
+
+def _augment(batch: np.ndarray, rng: np.random.Generator, flip: bool, shift: int) -> np.ndarray:
+    """Random horizontal flips and translations of up to `shift` pixels (edges repeated), per image."""
+    count, height, width, _ = batch.shape
+    if flip:
+        flipped = rng.random(count) < 0.5
+        batch[flipped] = batch[flipped, :, ::-1]
+    if shift:
+        padded = np.pad(batch, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+        rows = rng.integers(0, 2 * shift + 1, count)[:, None] + np.arange(height)
+        columns = rng.integers(0, 2 * shift + 1, count)[:, None] + np.arange(width)
+        batch = padded[np.arange(count)[:, None, None], rows[:, :, None], columns[:, None, :]]
+    return batch
+
+
+def _to_input(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float (N, C, H, W) in [0, 1]."""
+    tensor = torch.from_numpy(np.array(batch, dtype=np.uint8, copy=True)).to(device)
+    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _evaluate_epoch(
+    model: Classifier, val: Dataset, epoch: int, train_loss: float, lr: float, config: ClassifierConfig
+) -> EpochRecord:
+    logits = _map_batches(model, model.forward, val.images, config.batch_size, model.head.out_features)
+    labels = torch.from_numpy(np.asarray(val.labels, dtype=np.int64))
+    predictions = logits.argmax(dim=1).numpy()
+    return EpochRecord(
+        epoch=epoch,
+        train_loss=train_loss,
+        val_loss=float(F.cross_entropy(logits, labels).item()),
+        val_accuracy=float(np.mean(predictions == val.labels)),
+        val_macro_f1=macro_f1(val.labels, predictions),
+        lr=float(lr),
+    )
+
+
+def _map_batches(
+    model: Classifier,
+    function: Callable[[torch.Tensor], torch.Tensor],
+    images: np.ndarray,
+    batch_size: int,
+    output_width: int,
+) -> torch.Tensor:
+    """Apply `function` in eval mode to consecutive batches; (N, output_width) on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    outputs = [torch.zeros(0, output_width)]
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            outputs.append(function(_to_input(images[start : start + batch_size], device)).float().cpu())
+    return torch.cat(outputs)
+
+
+def _log_epoch(live: Live | None, record: EpochRecord) -> None:
+    if live is None:
+        return
+    for name, value in asdict(record).items():
+        if name != "epoch":
+            live.log_metric(name, value)
+    live.next_step()

@@ -1,0 +1,89 @@
+"""`fersynth train`: trains on the merged rows, writes model, metrics and dvclive curves; bad input fails cleanly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from fersynth.datasets.format import write_dataset
+from fersynth.training import load_classifier
+from stages.cli import app
+
+from .conftest import make_dataset
+
+runner = CliRunner()
+METRIC_KEYS = {
+    "best_epoch",
+    "best_val_macro_f1",
+    "best_val_accuracy",
+    "epochs",
+    "train_images",
+    "val_images",
+    "parameters",
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Aligned data (train/val/test rows) and a merged set, in a directory outside any DVC repo."""
+    monkeypatch.chdir(tmp_path)
+    aligned = make_dataset(per_class=6, size=16)
+    write_dataset(aligned, tmp_path / "aligned")
+    write_dataset(aligned.split("train"), tmp_path / "merged")
+    params = {"common": {"image_size": 16}, "train": {"arch": "linear", "epochs": 2, "batch_size": 8}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def _train(workdir: Path, *overrides: str, out: str = "model") -> tuple[int, str]:
+    arguments = ["train", "--train", "merged", "--val", "aligned", "--out", out, "--metrics", f"{out}.json"]
+    arguments += ["--live", f"{out}_live", "--params", "params.yaml", *overrides]
+    result = runner.invoke(app, arguments)
+    return result.exit_code, "".join(result.output.split())  # rich wraps long paths: compare without whitespace
+
+
+def test_train_writes_model_metrics_and_curves(workdir: Path) -> None:
+    code, output = _train(workdir)
+    assert code == 0, output
+    loaded = load_classifier(workdir / "model")
+    assert loaded.image_shape == (16, 16, 1) and loaded.config.arch == "linear"
+    metrics = json.loads((workdir / "model.json").read_text())
+    assert set(metrics) == METRIC_KEYS
+    assert metrics["epochs"] == 2 and metrics["train_images"] == 14 and metrics["val_images"] == 14
+    assert 1 <= metrics["best_epoch"] <= 2
+    curve = (workdir / "model_live" / "plots" / "metrics" / "val_macro_f1.tsv").read_text().splitlines()
+    assert curve[0].split("\t") == ["step", "val_macro_f1"] and len(curve) == 3
+    assert not list(workdir.rglob("dvc.yaml")), "dvclive must not write a dvc.yaml"
+
+
+def test_train_metrics_repeat_for_the_same_seed(workdir: Path) -> None:
+    assert _train(workdir, out="first")[0] == 0
+    assert _train(workdir, out="second")[0] == 0
+    assert (workdir / "first.json").read_text() == (workdir / "second.json").read_text()
+
+
+def test_train_names_a_missing_training_directory(workdir: Path) -> None:
+    code, output = _train(workdir, "--train", "nowhere")
+    assert code != 0
+    assert "nowhere" in output
+    assert not (workdir / "model").exists() and not (workdir / "model.json").exists()
+
+
+def test_train_needs_a_val_split(workdir: Path) -> None:
+    code, output = _train(workdir, "--val", "merged")
+    assert code != 0
+    assert "merged" in output and "val" in output
+    assert not (workdir / "model").exists()

@@ -1,0 +1,143 @@
+"""fit_classifier, prediction, features and the checkpoint round trip, on tiny learnable data."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fersynth.config import ClassifierConfig
+from fersynth.datasets.format import Dataset
+from fersynth.errors import DataError
+from fersynth.training import (
+    extract_features,
+    fit_classifier,
+    load_classifier,
+    predict_proba,
+    save_classifier,
+)
+
+from .conftest import make_dataset
+
+LINEAR = ClassifierConfig(arch="linear", epochs=20, batch_size=8, lr=0.05, scheduler="none")
+CHANCE = 1 / 7
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors on a shared 2-core machine: extra threads only add contention.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def splits() -> tuple[Dataset, Dataset]:
+    """Classes differ in brightness; 80 training and 40 validation images of 12×12."""
+    dataset = make_dataset(per_class=20, size=12)
+    return dataset.subset(dataset.splits != "val"), dataset.split("val")
+
+
+class RecordingLive:
+    """Stands in for dvclive.Live: keeps what would be logged."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, float]] = [{}]
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.steps[-1][name] = value
+
+    def next_step(self) -> None:
+        self.steps.append({})
+
+
+def test_fit_learns_above_chance_and_logs_each_epoch(splits: tuple[Dataset, Dataset]) -> None:
+    train, val = splits
+    live = RecordingLive()
+    result = fit_classifier(train, val, LINEAR, seed=0, live=live)  # type: ignore[arg-type]
+    assert result.best_val_macro_f1 > 2 * CHANCE
+    assert result.best_val_macro_f1 > result.history[0].val_macro_f1
+    assert result.best_val_macro_f1 == max(record.val_macro_f1 for record in result.history)
+    assert result.history[result.best_epoch - 1].val_macro_f1 == result.best_val_macro_f1
+    assert not result.model.training
+    assert len(live.steps) == LINEAR.epochs + 1 and live.steps[-1] == {}
+    assert set(live.steps[0]) == {"train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr"}
+    # The returned model holds the best epoch's weights.
+    best_predictions = predict_proba(result.model, val.images).argmax(axis=1)
+    assert np.mean(best_predictions == val.labels) == pytest.approx(result.best_val_accuracy)
+
+
+def test_fit_is_deterministic_for_a_seed(splits: tuple[Dataset, Dataset]) -> None:
+    train, val = splits
+    config = LINEAR.model_copy(update={"epochs": 3})
+    first, second = (fit_classifier(train, val, config, seed=3) for _ in range(2))
+    assert first.history == second.history
+    np.testing.assert_array_equal(predict_proba(first.model, val.images), predict_proba(second.model, val.images))
+    other = fit_classifier(train, val, config, seed=4)
+    assert other.history != first.history
+
+
+def test_one_hot_soft_labels_match_hard_labels_and_wrong_ones_do_not(splits: tuple[Dataset, Dataset]) -> None:
+    train, val = splits
+    config = LINEAR.model_copy(update={"epochs": 3, "label_smoothing": 0.1})
+    hard = fit_classifier(train, val, config, seed=0)
+    one_hot = np.eye(len(train.classes), dtype=np.float32)[train.labels]
+    soft = fit_classifier(replace(train, soft_labels=one_hot), val, config, seed=0)
+    for a, b in zip(hard.history, soft.history, strict=True):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4)
+    shifted = np.roll(one_hot, 1, axis=1) * 0.7 + 0.3 / len(train.classes)
+    wrong = fit_classifier(replace(train, soft_labels=shifted), val, config, seed=0)
+    assert wrong.history[-1].train_loss != pytest.approx(hard.history[-1].train_loss, rel=1e-2)
+
+
+def test_vgg_with_sgd_and_step_schedule_trains() -> None:
+    dataset = make_dataset(per_class=3, size=16)
+    train, val = dataset.subset(dataset.splits != "val"), dataset.split("val")
+    config = ClassifierConfig(
+        arch="vgg", width=4, epochs=2, batch_size=4, optimizer="sgd", lr=0.1, scheduler="step", step_size=1, gamma=0.5
+    )
+    result = fit_classifier(train, val, config, seed=0)
+    assert [record.lr for record in result.history] == pytest.approx([0.1, 0.05])
+    assert all(np.isfinite(record.train_loss) for record in result.history)
+
+
+def test_fit_rejects_mismatched_data(splits: tuple[Dataset, Dataset]) -> None:
+    train, _ = splits
+    other_size = make_dataset(per_class=2, size=16)
+    with pytest.raises(DataError, match="differ"):
+        fit_classifier(train, other_size, LINEAR, seed=0)
+
+
+def test_predictions_and_features(splits: tuple[Dataset, Dataset]) -> None:
+    train, val = splits
+    model = fit_classifier(train, val, LINEAR.model_copy(update={"epochs": 1}), seed=0).model
+    probabilities = predict_proba(model, val.images, batch_size=7)
+    assert probabilities.shape == (len(val), 7) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(probabilities, predict_proba(model, val.images, batch_size=256), rtol=1e-5)
+    assert extract_features(model, val.images, batch_size=7).shape == (len(val), 12 * 12)
+    assert predict_proba(model, val.images[:0]).shape == (0, 7)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    config = ClassifierConfig(arch="vgg", width=4, epochs=1, batch_size=16)
+    dataset = make_dataset(per_class=2, size=16)
+    model = fit_classifier(dataset, dataset, config, seed=0).model
+    save_classifier(tmp_path / "model.pt", model, config, dataset.classes, (16, 16, 1))
+    loaded = load_classifier(tmp_path)  # the directory holding model.pt works too
+    assert loaded.classes == dataset.classes and loaded.image_shape == (16, 16, 1) and loaded.config == config
+    assert not loaded.model.training
+    np.testing.assert_array_equal(predict_proba(model, dataset.images), predict_proba(loaded.model, dataset.images))
+
+
+def test_load_reports_missing_and_foreign_files(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="absent"):
+        load_classifier(tmp_path / "absent")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(DataError, match=r"foreign\.pt"):
+        load_classifier(foreign)
