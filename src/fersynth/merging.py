@@ -1,0 +1,257 @@
+"""Build the training set from real, offline-augmented and calibrated synthetic images under a policy.
+
+Only real *training* images enter, and every derived image must trace back to one: a variant of a
+validation or test image would leak evaluation data into training, so it is an error, never a warning.
+
+Policies (`MergeConfig.policy`), applied per class:
+- `all`: every usable row of the listed sources;
+- `balance_to_max`: synthetic images fill each class up to the largest real+offline class count;
+- `per_class`: exactly `per_class` images per class, real first, then offline, then synthetic;
+- `max_synthetic_share`: like `balance_to_max`, but synthetic images never exceed that share of a class.
+Synthetic images are taken highest teacher confidence first (ties by id, so the choice is deterministic);
+real and offline images are subsampled with the seed only when `per_class` asks for fewer than there are.
+A class that cannot reach its target keeps what exists and the gap is logged and reported as its shortfall.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from fersynth.config import MergeConfig
+from fersynth.datasets.format import MANIFEST_FILE, Dataset, concatenate, read_dataset
+from fersynth.errors import DataError
+
+log = logging.getLogger(__name__)
+
+REAL, OFFLINE, SYNTHETIC = "real", "offline", "gan"
+MERGE_SOURCES = (REAL, OFFLINE, SYNTHETIC)
+PlotRow = dict[str, str | int]
+
+
+@dataclass(frozen=True)
+class ClassPlan:
+    """How many rows of each source one class takes, and how far it stays below its target."""
+
+    real: int
+    offline: int
+    synthetic: int
+    shortfall: int = 0
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """The merged training rows plus per-class counts per source, before and after the policy."""
+
+    dataset: Dataset
+    available: Mapping[str, Mapping[str, int]]  # source -> class -> usable rows before the policy
+    selected: Mapping[str, Mapping[str, int]]  # source -> class -> rows in the merged set
+    shortfall: Mapping[str, int]  # class -> images missing to reach the policy's target
+
+    def before(self) -> dict[str, int]:
+        """Real + offline rows per class (listed sources only): the set synthetic images are added to."""
+        return {name: self.available[REAL][name] + self.available[OFFLINE][name] for name in self.dataset.classes}
+
+    def after(self) -> dict[str, int]:
+        return {name: sum(self.selected[source][name] for source in MERGE_SOURCES) for name in self.dataset.classes}
+
+    def metrics(self) -> dict[str, int | float]:
+        """Flat metrics: per class before/synthetic/after/shortfall, totals and the synthetic share."""
+        before, after = self.before(), self.after()
+        flat: dict[str, int | float] = {}
+        for prefix, counts in (
+            ("before", before),
+            ("synthetic", self.selected[SYNTHETIC]),
+            ("after", after),
+            ("shortfall", self.shortfall),
+        ):
+            flat.update({f"{prefix}_{name}": int(counts[name]) for name in self.dataset.classes})
+        total_after = sum(after.values())
+        synthetic_total = sum(self.selected[SYNTHETIC].values())
+        flat["total_before"] = sum(before.values())
+        flat["total_after"] = total_after
+        flat.update({f"source_{source}": sum(self.selected[source].values()) for source in MERGE_SOURCES})
+        flat["synthetic_share"] = synthetic_total / total_after if total_after else 0.0
+        return flat
+
+    def counts_plot_rows(self) -> list[PlotRow]:
+        """Rows for DVC's bar_horizontal template: one per class and set (before / after)."""
+        return [
+            {"class": name, "count": int(counts[name]), "set": label}
+            for label, counts in (("before", self.before()), ("after", self.after()))
+            for name in self.dataset.classes
+        ]
+
+
+def merge_directories(
+    real_dir: Path, offline_dir: Path, synthetic_dir: Path, config: MergeConfig, classes: Sequence[str], seed: int
+) -> MergeResult:
+    """Read the three stage outputs and merge them; errors name the offending directory's manifest."""
+    real = read_dataset(real_dir, classes)
+    offline = read_dataset(offline_dir, classes)
+    synthetic = read_dataset(synthetic_dir, classes)
+    return merge_training_set(
+        real,
+        offline,
+        synthetic,
+        config,
+        seed,
+        names={REAL: str(real_dir), OFFLINE: str(offline_dir), SYNTHETIC: str(synthetic_dir)},
+    )
+
+
+def merge_training_set(
+    real: Dataset,
+    offline: Dataset,
+    synthetic: Dataset,
+    config: MergeConfig,
+    seed: int,
+    names: Mapping[str, str] | None = None,
+) -> MergeResult:
+    """Merge the listed sources under `config.policy`; `names` label the inputs in error messages."""
+    names = {REAL: "real set", OFFLINE: "offline set", SYNTHETIC: "synthetic set", **(names or {})}
+    pools = _usable_pools(real, offline, synthetic, config, names)
+    available = {source: pool.class_counts() for source, pool in pools.items()}
+    target = _target(config, available, real.classes)
+    plans = {name: plan_class(available, name, target, config) for name in real.classes}
+    parts = _select(pools, plans, seed)
+    for name, plan in plans.items():
+        if plan.shortfall:
+            log.warning("class %s: %d images short of the %s target %s", name, plan.shortfall, config.policy, target)
+    # Empty parts are left out so an empty input of another image shape cannot break the stacking.
+    merged = concatenate([part for part in parts.values() if len(part)] or [parts[REAL]])
+    merged = replace(merged, splits=np.full(len(merged), "train", dtype=object))
+    result = MergeResult(
+        dataset=merged,
+        available=available,
+        selected={source: part.class_counts() for source, part in parts.items()},
+        shortfall={name: plan.shortfall for name, plan in plans.items()},
+    )
+    log.info("merged %d training images (%s policy): %s", len(merged), config.policy, result.after())
+    return result
+
+
+def check_origins(real: Dataset, derived: Dataset, where: str, allow_unknown: bool) -> None:
+    """Every derived row must come from a real training image, else the merge would leak val/test data.
+
+    `allow_unknown` admits rows whose origin is not a real image at all (a GAN sample derives from none).
+    """
+    split_of = dict(zip(real.ids, real.splits, strict=True))
+    offenders = []
+    for row_id, origin in zip(derived.ids, derived.origins, strict=True):
+        split = split_of.get(origin)
+        if split == "train" or (split is None and allow_unknown):
+            continue
+        offenders.append(f"{row_id!r} (origin {origin!r}: {f'a {split} image' if split else 'unknown'})")
+    if offenders:
+        shown = ", ".join(offenders[:5]) + (f" and {len(offenders) - 5} more" if len(offenders) > 5 else "")
+        raise DataError(
+            f"{where}: {len(offenders)} image(s) do not derive from a real training image: {shown}; "
+            "derivatives of validation/test images must never enter training"
+        )
+
+
+def plan_class(
+    available: Mapping[str, Mapping[str, int]], name: str, target: int | None, config: MergeConfig
+) -> ClassPlan:
+    """Rows per source for class `name` under the policy; `target` is None for policy `all`."""
+    real, offline, synthetic = (available[source][name] for source in MERGE_SOURCES)
+    if target is None:
+        return ClassPlan(real, offline, synthetic)
+    if config.policy == "per_class":
+        real = min(real, target)
+        offline = min(offline, target - real)
+    room = max(0, target - real - offline)
+    if config.policy == "max_synthetic_share" and config.max_synthetic_share < 1.0:
+        room = min(room, _synthetic_cap(real + offline, config.max_synthetic_share))
+    taken = min(synthetic, room)
+    return ClassPlan(real, offline, taken, shortfall=max(0, target - real - offline - taken))
+
+
+def _synthetic_cap(base: int, share: float) -> int:
+    """Largest k with k / (base + k) <= share, for share < 1."""
+    return math.floor(share * base / (1.0 - share) + 1e-9)  # epsilon: 0.5 * 10 / 0.5 must stay 10
+
+
+def _target(config: MergeConfig, available: Mapping[str, Mapping[str, int]], classes: Sequence[str]) -> int | None:
+    if config.policy == "all":
+        return None
+    if config.policy == "per_class":
+        return config.per_class
+    largest_base = max(available[REAL][name] + available[OFFLINE][name] for name in classes)
+    if largest_base == 0:
+        # Neither real nor offline listed (a synthetic-only experiment): balance to the largest synthetic class.
+        return max(available[SYNTHETIC].values())
+    return largest_base
+
+
+def _usable_pools(
+    real: Dataset, offline: Dataset, synthetic: Dataset, config: MergeConfig, names: Mapping[str, str]
+) -> dict[str, Dataset]:
+    """Rows each source may contribute: real train rows, checked offline variants, checked synthetic rows."""
+    pools = {
+        REAL: real.subset((real.splits == "train") & (real.sources == REAL)),
+        OFFLINE: _rows_of_source(offline, OFFLINE, names[OFFLINE]),
+        SYNTHETIC: _rows_of_source(synthetic, SYNTHETIC, names[SYNTHETIC]),
+    }
+    listed = {source: pool for source, pool in pools.items() if source in config.sources}
+    shapes = {source: pool.images.shape[1:] for source, pool in listed.items() if len(pool)}
+    if len(set(shapes.values())) > 1:
+        described = ", ".join(f"{names[source]} {'×'.join(map(str, shape))}" for source, shape in shapes.items())
+        raise DataError(f"image shapes differ between the merged sources: {described}")
+    if OFFLINE in listed:
+        check_origins(real, listed[OFFLINE], f"{names[OFFLINE]}/{MANIFEST_FILE}", allow_unknown=False)
+    if SYNTHETIC in listed:
+        check_origins(real, _claims_an_origin(listed[SYNTHETIC]), f"{names[SYNTHETIC]}/{MANIFEST_FILE}", True)
+    return {
+        source: pool if source in listed else pool.subset(np.zeros(0, dtype=np.int64)) for source, pool in pools.items()
+    }
+
+
+def _rows_of_source(dataset: Dataset, source: str, where: str) -> Dataset:
+    keep = dataset.sources == source
+    if not keep.all():
+        skipped = sorted(set(dataset.sources[~keep]))
+        log.warning(
+            "%s: skipping %d rows of source %s (only %s is merged from here)",
+            where,
+            int((~keep).sum()),
+            skipped,
+            source,
+        )
+    return dataset.subset(keep)
+
+
+def _claims_an_origin(dataset: Dataset) -> Dataset:
+    """Synthetic rows that name a source image (e.g. expression edits); GAN samples name none or themselves."""
+    own_or_none = (dataset.origins == dataset.ids) | (dataset.origins == "")
+    return dataset.subset(~own_or_none)
+
+
+def _select(pools: Mapping[str, Dataset], plans: Mapping[str, ClassPlan], seed: int) -> dict[str, Dataset]:
+    classes = next(iter(pools.values())).classes
+    chosen: dict[str, list[np.ndarray]] = {source: [] for source in MERGE_SOURCES}
+    for index, name in enumerate(classes):
+        plan = plans[name]
+        # One generator per class: changing one class's data does not reshuffle the others.
+        rng = np.random.default_rng([seed, index])
+        for source, count in ((REAL, plan.real), (OFFLINE, plan.offline)):
+            members = np.flatnonzero(pools[source].labels == index)
+            if count < len(members):
+                members = np.sort(rng.choice(members, size=count, replace=False))
+            chosen[source].append(members)
+        chosen[SYNTHETIC].append(_most_confident(pools[SYNTHETIC], index, plan.synthetic))
+    return {source: pools[source].subset(np.concatenate(rows).astype(np.int64)) for source, rows in chosen.items()}
+
+
+def _most_confident(pool: Dataset, label: int, count: int) -> np.ndarray:
+    """Indices of the `count` highest-confidence rows of class `label` (missing confidence ranks last)."""
+    members = np.flatnonzero(pool.labels == label)
+    confidence = np.nan_to_num(pool.confidence[members].astype(np.float64), nan=-np.inf)
+    ranked = members[np.lexsort((pool.ids[members].astype(str), -confidence))]
+    return np.sort(ranked[:count])

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from fersynth.datasets.format import IMAGES_FILE, read_dataset, write_dataset
+from stages.cli import app
+
+from .conftest import make_dataset
+from .test_calibration import synthetic_rows
+
+runner = CliRunner()
+PARAMS = {
+    "common": {"seed": 0, "image_size": 16},
+    "calibrate": {
+        "policy": "filter",
+        "threshold": 0.2,
+        "teacher": {"arch": "linear", "epochs": 1, "batch_size": 8, "flip_augment": False, "shift_augment": 0},
+    },
+}
+
+
+def write_inputs(root: Path, generated: int = 14) -> None:
+    write_dataset(make_dataset(per_class=6, size=16), root / "aligned")
+    write_dataset(synthetic_rows(generated, size=16), root / "generated")
+    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+
+
+def invoke(root: Path) -> tuple[int, str]:
+    result = runner.invoke(
+        app,
+        [
+            "calibrate",
+            *("--input", str(root / "generated"), "--real", str(root / "aligned")),
+            *("--out", str(root / "calibrated"), "--teachers", str(root / "teachers")),
+            *("--metrics", str(root / "calibrate.json"), "--histogram", str(root / "plots" / "confidence.png")),
+            *("--params", str(root / "params.yaml")),
+        ],
+    )
+    return result.exit_code, "".join(result.output.split())  # rich wraps long paths: compare without whitespace
+
+
+def test_calibrate_stage_writes_outputs_and_reuses_teachers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_inputs(tmp_path)
+    code, output = invoke(tmp_path)
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "calibrate.json").read_text())
+    calibrated = read_dataset(tmp_path / "calibrated", make_dataset().classes)
+    assert metrics["generated_total"] == 14 and metrics["accepted_total"] == len(calibrated)
+    assert {"accepted_angry", "acceptance_rate_sad", "mean_confidence_happy", "frechet_distance"} <= set(metrics)
+    assert set(calibrated.sources) <= {"gan"} and (calibrated.confidence >= 0.2).all()
+    assert (tmp_path / "plots" / "confidence.png").read_bytes().startswith(b"\x89PNG")
+    cached = sorted(path.name for path in (tmp_path / "teachers").iterdir())
+    assert len(cached) == 1
+
+    relabel_params = {**PARAMS, "calibrate": {**PARAMS["calibrate"], "policy": "relabel", "threshold": 0.9}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(relabel_params))
+    with caplog.at_level(logging.INFO, logger="fersynth.calibration"):
+        code, output = invoke(tmp_path)
+    assert code == 0, output
+    assert "cache hit" in caplog.text
+    assert sorted(path.name for path in (tmp_path / "teachers").iterdir()) == cached
+    relabelled = json.loads((tmp_path / "calibrate.json").read_text())
+    assert relabelled["accepted_total"] == 14
+    assert relabelled["expression_accuracy"] == metrics["expression_accuracy"]  # same teachers, same scores
+
+
+def test_calibrate_stage_with_nothing_generated(tmp_path: Path) -> None:
+    write_inputs(tmp_path, generated=0)
+    code, output = invoke(tmp_path)
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "calibrate.json").read_text())
+    assert metrics["generated_total"] == 0 and metrics["accepted_angry"] == 0
+    assert metrics["frechet_distance"] is None
+    assert len(read_dataset(tmp_path / "calibrated", make_dataset().classes)) == 0
+
+
+def test_calibrate_stage_names_unreadable_input(tmp_path: Path) -> None:
+    write_inputs(tmp_path)
+    (tmp_path / "generated" / IMAGES_FILE).write_bytes(b"not an array")
+    code, output = invoke(tmp_path)
+    assert code == 1
+    assert "".join(str(tmp_path / "generated" / IMAGES_FILE).split()) in output
+    assert not (tmp_path / "calibrated").exists() and not (tmp_path / "calibrate.json").exists()
+
+
+def test_calibrate_stage_names_mismatched_image_size(tmp_path: Path) -> None:
+    write_inputs(tmp_path)
+    write_dataset(synthetic_rows(7, size=8), tmp_path / "generated")
+    code, output = invoke(tmp_path)
+    assert code == 1
+    assert "".join(f"{tmp_path / 'generated'}: images are (8, 8, 1)".split()) in output
+    assert np.load(tmp_path / "aligned" / IMAGES_FILE).shape[1] == 16  # inputs untouched
