@@ -68,6 +68,7 @@ class FaceAlignConfig(Section):
     min_confidence: float = Field(0.9, ge=0.0, le=1.0)
     on_no_face: Literal["fallback", "drop"] = "fallback"  # fallback: centre crop + resize
     batch_size: int = Field(32, ge=1)
+    detection_size: int = Field(160, ge=0)  # larger photos are shrunk to this side for detection only; 0 = never
 
 
 class AugmentOfflineConfig(Section):
@@ -112,6 +113,7 @@ class GenerateConfig(Section):
 
 class ClassifierConfig(Section):
     arch: Literal["linear", "vgg", "resemotenet", "resnet18"] = "vgg"
+    width: int = Field(32, ge=4, le=256)  # vgg only: channels of the first block (doubled per block)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -123,6 +125,7 @@ class ClassifierConfig(Section):
     gamma: float = Field(0.1, gt=0.0, le=1.0)  # scheduler=step: lr factor
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     flip_augment: bool = True  # random horizontal flip of training batches
+    shift_augment: int = Field(2, ge=0, le=16)  # random translation of training images, in pixels (0 = off)
     weights_path: str = ""  # resnet18 only: local torchvision state dict for transfer learning
     freeze_blocks: int = Field(0, ge=0, le=4)  # resnet18 with weights: residual stages kept frozen
     backbone_lr_scale: float = Field(0.1, gt=0.0, le=1.0)  # resnet18 with weights: lr factor of the backbone
@@ -143,6 +146,14 @@ class MergeConfig(Section):
     policy: Literal["all", "balance_to_max", "per_class", "max_synthetic_share"] = "balance_to_max"
     per_class: int = Field(0, ge=0)  # used by policy=per_class
     max_synthetic_share: float = Field(0.5, ge=0.0, le=1.0)  # used by policy=max_synthetic_share
+
+    @model_validator(mode="after")
+    def _usable_policy(self) -> MergeConfig:
+        if not self.sources or len(set(self.sources)) != len(self.sources):
+            raise ValueError("merge.sources must list at least one of real, offline, gan, each once")
+        if self.policy == "per_class" and self.per_class == 0:
+            raise ValueError("merge.per_class must be at least 1 when merge.policy is 'per_class'")
+        return self
 
 
 class ExtraTestSet(Section):

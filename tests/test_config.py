@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fersynth.config import Params, load_params
+from fersynth.errors import ParamsError
+
+from .conftest import REPO_ROOT
+
+
+def repo_params() -> dict:
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def test_repo_params_are_valid_and_spell_out_every_key() -> None:
+    raw = repo_params()
+    params = load_params(raw)
+    # params.yaml documents every knob: each section lists every key its model has.
+    for section, model in params:
+        assert set(raw[section]) == set(type(model).model_fields), section
+    assert set(raw["calibrate"]["teacher"]) == set(type(params.calibrate.teacher).model_fields)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("train", "lrr", 0.1, r"train\.lrr: unknown key \(did you mean 'lr'\?\)"),
+        ("train", "lr", "1e-3", r"train\.lr: Input should be a valid number \(got '1e-3'\)"),
+        ("train", "epochs", 2.5, r"train\.epochs: Input should be a valid integer"),
+        ("train", "arch", "vgg19", r"train\.arch: Input should be"),
+        ("common", "classes", ["angry", "furious"], r"common\.classes: .*unknown class 'furious'"),
+        ("calibrate", "threshold", 1.5, r"calibrate\.threshold: Input should be less than or equal to 1"),
+    ],
+)
+def test_bad_values_name_the_key(section: str, key: str, value: object, message: str) -> None:
+    raw = repo_params()
+    raw[section][key] = value
+    with pytest.raises(ParamsError, match=message):
+        load_params(raw)
+
+
+def test_unknown_section_is_named() -> None:
+    raw = repo_params()
+    raw["trian"] = {"epochs": 1}
+    with pytest.raises(ParamsError, match=r"trian: unknown key \(did you mean 'train'\?\)"):
+        load_params(raw)
+
+
+def test_nested_teacher_key_is_named() -> None:
+    raw = repo_params()
+    raw["calibrate"]["teacher"]["epoch"] = 1
+    with pytest.raises(ParamsError, match=r"calibrate\.teacher\.epoch: unknown key \(did you mean 'epochs'\?\)"):
+        load_params(raw)
+
+
+def test_file_sources_need_a_path() -> None:
+    raw = repo_params()
+    raw["fetch"]["source"] = "fer2013"
+    with pytest.raises(ParamsError, match="fetch.path is required"):
+        load_params(raw)
+
+
+def test_defaults_build_without_a_file(tmp_path: Path) -> None:
+    assert Params().common.classes[1] == "disgust"
