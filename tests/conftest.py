@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fersynth.config import CANONICAL_CLASSES
 from fersynth.datasets.format import Dataset
@@ -37,6 +39,15 @@ def make_dataset(per_class: int = 6, size: int = 48, channels: int = 1, seed: in
     splits = np.array(["train", "val", "test"] * ((len(labels) + 2) // 3), dtype=object)[: len(labels)]
     ids = np.array([f"img{i:04d}" for i in range(len(labels))], dtype=object)
     return Dataset(images=images, labels=labels.astype(np.int64), splits=splits, classes=classes, ids=ids)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    """Tests run tiny tensors, where a second thread only adds contention (45x slower seen under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

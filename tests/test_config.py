@@ -59,7 +59,7 @@ def test_nested_teacher_key_is_named() -> None:
 def test_file_sources_need_a_path() -> None:
     raw = repo_params()
     raw["fetch"]["source"] = "fer2013"
-    with pytest.raises(ParamsError, match="fetch.path is required"):
+    with pytest.raises(ParamsError, match=r"fetch\.path is required"):
         load_params(raw)
 
 

@@ -24,14 +24,6 @@ runner = CliRunner()
 TEST_IMAGES = 7  # make_dataset(per_class=3): every third row is a test row
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Aligned 16×16 data, an (untrained) linear classifier for it, and a tiny image-folder test set."""

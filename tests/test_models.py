@@ -13,15 +13,6 @@ from fersynth.errors import DataError
 from fersynth.models import build_classifier, count_parameters, parameter_groups
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: extra threads only add contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("arch", ["linear", "vgg", "resnet18"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_architectures_give_logits_and_features(arch: str, channels: int) -> None:

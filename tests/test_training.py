@@ -26,15 +26,6 @@ LINEAR = ClassifierConfig(arch="linear", epochs=20, batch_size=8, lr=0.05, sched
 CHANCE = 1 / 7
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: extra threads only add contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def splits() -> tuple[Dataset, Dataset]:
     """Classes differ in brightness; 80 training and 40 validation images of 12×12."""
