@@ -1,7 +1,26 @@
-"""(being written) the fetch stage."""
+"""Bring a dataset in (demo, FER2013 folder/zip/CSV, legend CSV, ImageFolder) with fixed train/val/test splits."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
 
-def command() -> None:
-    raise NotImplementedError("fetch")
+import typer
+
+from fersynth.datasets.fetch import class_count_table, fetch_dataset, fetch_metrics
+from fersynth.datasets.format import write_dataset
+from fersynth.io import write_json
+from stages._common import ParamsOption, error_console, read_params, stage_command
+
+
+@stage_command
+def command(
+    out: Annotated[Path, typer.Option(help="Dataset directory to write (images.npy, manifest.csv, preview.png).")],
+    metrics: Annotated[Path, typer.Option(help="JSON file for class counts, dropped labels and duplicates.")],
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    params = read_params(params_path)
+    result = fetch_dataset(params.fetch, params.common.classes, params.common.seed)
+    error_console.print(class_count_table(result.dataset))
+    write_dataset(result.dataset, out, preview_title=f"fetch: {params.fetch.source}")
+    write_json(metrics, fetch_metrics(result))

@@ -1,0 +1,109 @@
+"""The fetch step: load the configured source, make sure every split and class is usable, report counts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from rich.table import Table
+
+from fersynth.config import FetchConfig
+from fersynth.datasets.demo import DemoSizes
+from fersynth.datasets.format import SPLITS, Dataset
+from fersynth.datasets.sources import SourceReport, load_source
+from fersynth.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    dataset: Dataset
+    report: SourceReport
+
+
+def fetch_dataset(config: FetchConfig, classes: Sequence[str], seed: int) -> FetchResult:
+    """Load `config.source`, carve missing val/test splits, and refuse a dataset training cannot use."""
+    dataset, report = load_source(
+        config.source,
+        config.path,
+        classes,
+        config.label_aliases,
+        config.max_side,
+        seed=seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        demo_sizes=DemoSizes(config.demo_train, config.demo_val, config.demo_test),
+    )
+    _check_splits(dataset, report, config)
+    _check_training_classes(dataset, report)
+    return FetchResult(dataset, report)
+
+
+def _check_splits(dataset: Dataset, report: SourceReport, config: FetchConfig) -> None:
+    fractions = {"val": config.val_fraction, "test": config.test_fraction}
+    problems = []
+    for split, fraction in fractions.items():
+        if (dataset.splits == split).any():
+            continue
+        if split in report.source_splits:
+            problems.append(f"its {split} split holds no images of the selected classes")
+        elif fraction == 0:
+            problems.append(f"it has no {split} split and fetch.{split}_fraction is 0 (set it above 0 to carve one)")
+        else:
+            problems.append(f"carving fetch.{split}_fraction={fraction} of its train split left no {split} images")
+    if problems:
+        raise DataError(f"{config.path or config.source}: " + "; ".join(problems))
+
+
+def _check_training_classes(dataset: Dataset, report: SourceReport) -> None:
+    """A class with no training image would silently turn into a class the model can never predict."""
+    empty = [name for name, count in split_class_counts(dataset)["train"].items() if count == 0]
+    if empty:
+        raise DataError(
+            f"{report.path or report.source}: no training images for class(es) {empty}; "
+            "add them, map a label to them with fetch.label_aliases, or remove them from common.classes"
+        )
+
+
+def fetch_metrics(result: FetchResult) -> dict[str, int]:
+    """Flat, stable metric keys: counts per split and class, drops, duplicates, image shape."""
+    dataset, report = result.dataset, result.report
+    per_split = split_class_counts(dataset)
+    metrics: dict[str, int] = {}
+    for split, counts in per_split.items():
+        metrics.update({f"count_{split}_{name}": count for name, count in counts.items()})
+    metrics.update({f"total_{split}": sum(counts.values()) for split, counts in per_split.items()})
+    metrics.update({f"dropped_{label}": count for label, count in report.dropped.items()})
+    metrics["dropped_total"] = sum(report.dropped.values())
+    metrics["duplicate_ids"] = report.duplicate_ids
+    metrics["identical_images"] = report.duplicates.identical_images
+    metrics["conflicting_duplicates"] = report.duplicates.conflicting_duplicates
+    metrics["cross_split_duplicates"] = report.duplicates.cross_split_duplicates
+    _, height, width, channels = dataset.images.shape
+    metrics.update({"image_height": height, "image_width": width, "channels": channels})
+    return metrics
+
+
+def split_class_counts(dataset: Dataset) -> dict[str, dict[str, int]]:
+    """split -> class -> image count (without copying any images)."""
+    result = {}
+    for split in SPLITS:
+        counts = np.bincount(dataset.labels[dataset.splits == split], minlength=len(dataset.classes))
+        result[split] = {name: int(counts[index]) for index, name in enumerate(dataset.classes)}
+    return result
+
+
+def class_count_table(dataset: Dataset) -> Table:
+    """Class counts per split, for the log."""
+    table = Table(title=f"fetched {len(dataset)} images, {dataset.images.shape[1]}×{dataset.images.shape[2]}")
+    table.add_column("class")
+    for split in SPLITS:
+        table.add_column(split, justify="right")
+    per_split = split_class_counts(dataset)
+    for name in dataset.classes:
+        table.add_row(name, *(str(per_split[split][name]) for split in SPLITS))
+    table.add_row("total", *(str(sum(per_split[split].values())) for split in SPLITS), style="bold")
+    return table

@@ -1,0 +1,375 @@
+"""Dataset sources: read a FER dataset from a folder or a .zip into a `Dataset`.
+
+Layouts (the dataset root is found inside the folder/zip, e.g. under a single top folder):
+- `fer2013`: the Kaggle layout `train/<class>/*.jpg` and `test/<class>/*.jpg`. In test,
+  `PublicTest_*` files become the `val` split and `PrivateTest_*` the `test` split
+  (the standard protocol); an optional `val/` folder is also read. Ids are file stems.
+- `fer2013_csv`: the original `emotion,pixels,Usage` CSV (a .csv file, or a folder/zip
+  holding one); emotion codes 0..6 are Angry, Disgust, Fear, Happy, Sad, Surprise, Neutral
+  and Usage Training/PublicTest/PrivateTest gives train/val/test.
+- `legend`: `legend.csv` (columns include `image` and `emotion`) beside or above an
+  `images/` folder; images may differ in size and colour (see `imaging`).
+- `imagefolder`: `<class>/*.{jpg,png,...}`, optionally under `train/`, `val/`, `test/`.
+- `demo`: procedurally drawn faces (`fersynth.datasets.demo`).
+
+Label names go through `LabelMapper` (unknown names such as `contempt` are dropped and
+counted). A source without a val or test split gets one carved from train when the
+matching fraction is above zero.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+from fersynth.config import FetchSource
+from fersynth.datasets.archive import FileTree
+from fersynth.datasets.demo import DemoSizes, generate_demo
+from fersynth.datasets.duplicates import DuplicateReport, find_identical_images, unique_ids
+from fersynth.datasets.format import SPLITS, Dataset
+from fersynth.datasets.imaging import letterbox, load_images
+from fersynth.datasets.labels import FER2013_CSV_EMOTIONS, LabelMapper, normalize_label
+from fersynth.datasets.splits import carve_splits
+from fersynth.errors import DataError
+from fersynth.progress import track
+
+log = logging.getLogger(__name__)
+
+# Folder names (normalized) that mean a split rather than a class.
+SPLIT_FOLDERS: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+FER2013_TEST_PREFIXES: dict[str, str] = {"publictest": "val", "privatetest": "test"}
+CSV_USAGE_SPLITS: dict[str, str] = {"training": "train", "publictest": "val", "privatetest": "test"}
+
+
+@dataclass(frozen=True)
+class SourceReport:
+    """What loading a source found besides the images: drops, repeats, and which splits it had."""
+
+    source: str
+    path: str
+    source_splits: tuple[str, ...]  # splits the source itself defines (others were carved or are absent)
+    dropped: dict[str, int]  # normalized raw label -> images dropped
+    duplicate_ids: int
+    duplicates: DuplicateReport
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One labelled image file of a source, before decoding."""
+
+    name: str  # member path in the FileTree
+    id: str
+    label: int
+    split: str | None  # None: the source does not say
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    images: np.ndarray
+    ids: list[str]
+    labels: list[int]
+    splits: list[str | None]
+
+
+def load_source(
+    source: FetchSource,
+    path: str | Path,
+    classes: Sequence[str],
+    aliases: Mapping[str, str] | None = None,
+    max_side: int = 256,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.0,
+    test_fraction: float = 0.0,
+    demo_sizes: DemoSizes | None = None,
+) -> tuple[Dataset, SourceReport]:
+    """Load one dataset; images without a split are `train`, and missing val/test are carved if fractions > 0.
+
+    Every image is `source` "real"; labels index `classes`. The evaluate stage calls this for
+    cross-dataset test sets (fractions 0: a source without splits is all `train`, i.e. "all").
+    """
+    mapper = LabelMapper(classes, aliases)
+    if source == "demo":
+        dataset = generate_demo(classes, seed, demo_sizes or DemoSizes())
+        report = SourceReport(source, "", SPLITS, {}, 0, find_identical_images(dataset))
+        return dataset, report
+    started = time.perf_counter()
+    loaded = _read(source, Path(path), mapper, max_side)
+    log.info("read %d images from %s in %.1f s", len(loaded.ids), path, time.perf_counter() - started)
+    if not loaded.ids:
+        raise DataError(f"{path}: no images of the classes {list(classes)} found for source {source!r}")
+    ids, duplicate_ids = unique_ids(loaded.ids)
+    source_splits = tuple(split for split in SPLITS if split in loaded.splits)
+    dataset = Dataset(
+        images=loaded.images,
+        labels=np.array(loaded.labels, dtype=np.int64),
+        splits=np.array([split or "train" for split in loaded.splits], dtype=object),
+        classes=tuple(classes),
+        ids=np.array(ids, dtype=object),
+    )
+    missing = {"val": val_fraction, "test": test_fraction}
+    to_carve = {split: fraction for split, fraction in missing.items() if split not in source_splits and fraction > 0}
+    if to_carve:
+        dataset = carve_splits(dataset, to_carve, seed)
+    if mapper.dropped:
+        log.warning(
+            "dropped %d images with labels outside %s: %s",
+            sum(mapper.dropped.values()),
+            list(classes),
+            dict(mapper.dropped),
+        )
+    report = SourceReport(
+        source=source,
+        path=str(path),
+        source_splits=source_splits,
+        dropped=dict(sorted(mapper.dropped.items())),
+        duplicate_ids=duplicate_ids,
+        duplicates=find_identical_images(dataset),
+    )
+    return dataset, report
+
+
+def _read(source: FetchSource, path: Path, mapper: LabelMapper, max_side: int) -> _Loaded:
+    if source == "fer2013_csv" and path.suffix.lower() == ".csv" and path.is_file():
+        with open(path, newline="") as stream:
+            return _read_fer2013_csv(stream, str(path), mapper, max_side)
+    with FileTree(path) as tree:
+        if source == "fer2013":
+            return _decode(tree, _fer2013_members(tree, mapper), max_side)
+        if source == "imagefolder":
+            return _decode(tree, _imagefolder_members(tree, mapper), max_side)
+        if source == "legend":
+            return _decode(tree, _legend_members(tree, mapper), max_side)
+        name = _single_csv(tree)
+        with io.TextIOWrapper(tree.open(name), newline="") as stream:
+            return _read_fer2013_csv(stream, tree.where(name), mapper, max_side)
+
+
+def _decode(tree: FileTree, members: Iterable[_Member], max_side: int) -> _Loaded:
+    kept = list(members)
+    return _Loaded(
+        images=load_images(tree, [member.name for member in kept], max_side),
+        ids=[member.id for member in kept],
+        labels=[member.label for member in kept],
+        splits=[member.split for member in kept],
+    )
+
+
+# --- folder layouts -------------------------------------------------------------------------------
+
+
+def _fer2013_members(tree: FileTree, mapper: LabelMapper) -> Iterable[_Member]:
+    root = tree.shallowest_folder(lambda folder: "train" in _normalized(tree.child_folders(folder)))
+    if root is None:
+        raise DataError(
+            f"{tree.path}: no train/ folder found; the fer2013 source expects the Kaggle layout "
+            "train/<class>/*.jpg and test/<class>/*.jpg"
+        )
+    for member in _split_folder_members(tree, root, mapper):
+        prefix = member.id.split("_")[0].lower()
+        if member.split == "test" and prefix in FER2013_TEST_PREFIXES:
+            member = _Member(member.name, member.id, member.label, FER2013_TEST_PREFIXES[prefix])
+        yield member
+
+
+def _imagefolder_members(tree: FileTree, mapper: LabelMapper) -> Iterable[_Member]:
+    split_root = tree.shallowest_folder(
+        lambda folder: bool(_normalized(tree.child_folders(folder)) & SPLIT_FOLDERS.keys())
+    )
+    if split_root is not None:
+        root, members = split_root, _split_folder_members(tree, split_root, mapper)
+    else:
+        root = _single_top_folder(tree, mapper)
+        members = _class_folder_members(tree, root, mapper, split=None)
+    for member in members:
+        # Class folders may reuse file names: the id keeps the folders below the root to stay unique.
+        yield _Member(member.name, _relative_stem(member.name, root), member.label, member.split)
+
+
+def _split_folder_members(tree: FileTree, root: str, mapper: LabelMapper) -> Iterable[_Member]:
+    """`root/<split>/<class>/<image>`; folders that are no split are reported and skipped."""
+    for folder in sorted(tree.child_folders(root)):
+        split = SPLIT_FOLDERS.get(normalize_label(folder))
+        if split is None:
+            log.warning(
+                "%s: ignoring folder %r (not one of the split folders %s)", tree.path, folder, sorted(SPLIT_FOLDERS)
+            )
+            continue
+        yield from _class_folder_members(tree, _join(root, folder), mapper, split)
+
+
+def _class_folder_members(tree: FileTree, folder: str, mapper: LabelMapper, split: str | None) -> Iterable[_Member]:
+    """`folder/<class>/<image>` (any depth below the class folder); images with no class folder are reported."""
+    unlabelled = 0
+    for name in tree.images(folder):
+        parts = PurePosixPath(name[len(folder) + 1 :] if folder else name).parts
+        if len(parts) < 2:
+            unlabelled += 1
+            continue
+        label = mapper.index(parts[0])
+        if label is not None:
+            yield _Member(name, PurePosixPath(name).stem, label, split)
+    if unlabelled:
+        log.warning("%s: skipped %d images directly in %r (no class folder)", tree.path, unlabelled, folder or "/")
+
+
+def _single_top_folder(tree: FileTree, mapper: LabelMapper) -> str:
+    """Descend through lone wrapper folders (`dataset/`, `dataset/images/`) to the class folders."""
+    root = ""
+    while True:
+        children = tree.child_folders(root)
+        has_files = any(name.rpartition("/")[0] == root for name in tree.names)
+        if len(children) != 1 or has_files:
+            return root
+        (child,) = children
+        if mapper.canonical(child) is not None:  # a single class folder is a class, not a wrapper
+            return root
+        root = _join(root, child)
+
+
+def _legend_members(tree: FileTree, mapper: LabelMapper) -> Iterable[_Member]:
+    legend = _shallowest_file(tree, "legend.csv")
+    by_file_name = _images_by_file_name(tree)
+    with io.TextIOWrapper(tree.open(legend), encoding="utf-8-sig", newline="") as stream:
+        reader = csv.DictReader(stream)
+        columns = _find_columns(reader.fieldnames, ("image", "emotion"), tree.where(legend))
+        for line, row in enumerate(reader, start=2):
+            image = (row[columns["image"]] or "").strip()
+            member = _legend_image(image, by_file_name, f"{tree.where(legend)}:{line}")
+            label = mapper.index(row[columns["emotion"]] or "")
+            if label is not None:
+                yield _Member(member, PurePosixPath(member).stem, label, None)
+
+
+def _images_by_file_name(tree: FileTree) -> dict[str, list[str]]:
+    index: dict[str, list[str]] = {}
+    for name in tree.images():
+        index.setdefault(PurePosixPath(name).name, []).append(name)
+    return index
+
+
+def _legend_image(image: str, by_file_name: Mapping[str, list[str]], where: str) -> str:
+    """The member a legend row names: found by file name anywhere, an `images/` folder winning ties."""
+    candidates = [name for name in by_file_name.get(PurePosixPath(image).name, []) if name.endswith(image)]
+    if len(candidates) > 1:
+        candidates = [name for name in candidates if "images" in PurePosixPath(name).parts[:-1]] or candidates
+    if not candidates:
+        raise DataError(f"{where}: image {image!r} not found in the images folder")
+    if len(candidates) > 1:
+        raise DataError(f"{where}: image {image!r} is ambiguous: {candidates[:3]}")
+    return candidates[0]
+
+
+# --- FER2013 CSV ------------------------------------------------------------------------------------
+
+
+def _single_csv(tree: FileTree) -> str:
+    candidates = [name for name in tree.names if name.lower().endswith(".csv")]
+    if len(candidates) > 1:
+        named = [name for name in candidates if PurePosixPath(name).name.lower() == "fer2013.csv"]
+        candidates = named or candidates
+    if len(candidates) != 1:
+        found = "none" if not candidates else ", ".join(candidates)
+        raise DataError(f"{tree.path}: expected one FER2013 .csv file (emotion,pixels,Usage), found {found}")
+    return candidates[0]
+
+
+def _read_fer2013_csv(stream: Iterable[str], where: str, mapper: LabelMapper, max_side: int) -> _Loaded:
+    reader = csv.DictReader(stream)
+    columns = _find_columns(reader.fieldnames, ("emotion", "pixels"), where)
+    usage_column = _find_columns(reader.fieldnames, ("usage",), where, required=False).get("usage")
+    pixels: list[np.ndarray] = []
+    ids: list[str] = []
+    labels: list[int] = []
+    splits: list[str | None] = []
+    for line, row in enumerate(track(reader, f"parsing {Path(where).name}"), start=2):
+        label = mapper.index(_csv_emotion(row[columns["emotion"]] or "", f"{where}:{line}"))
+        if label is None:
+            continue
+        pixels.append(_csv_pixels(row[columns["pixels"]] or "", f"{where}:{line}", max_side))
+        if pixels[-1].shape != pixels[0].shape:
+            raise DataError(f"{where}:{line}: {pixels[-1].size} pixels, earlier rows have {pixels[0].size}")
+        ids.append(f"row{line - 2:05d}")
+        labels.append(label)
+        splits.append(_csv_split(row[usage_column] or "", f"{where}:{line}") if usage_column else None)
+    images = np.stack(pixels)[..., None] if pixels else np.zeros((0, 1, 1, 1), np.uint8)
+    return _Loaded(images=images, ids=ids, labels=labels, splits=splits)
+
+
+def _csv_emotion(value: str, where: str) -> str:
+    code = value.strip()
+    if not (code.isdigit() and int(code) < len(FER2013_CSV_EMOTIONS)):
+        raise DataError(f"{where}: emotion {value!r} is not a FER2013 code 0..{len(FER2013_CSV_EMOTIONS) - 1}")
+    return FER2013_CSV_EMOTIONS[int(code)]
+
+
+def _csv_pixels(value: str, where: str, max_side: int) -> np.ndarray:
+    try:
+        flat = np.array(value.split(), dtype=np.int64)
+    except ValueError:
+        raise DataError(f"{where}: pixels must be space-separated integers") from None
+    side = math.isqrt(flat.size)
+    if flat.size == 0 or side * side != flat.size or flat.min() < 0 or flat.max() > 255:
+        raise DataError(f"{where}: pixels must be a square image of values 0..255, got {flat.size} values")
+    square = flat.reshape(side, side).astype(np.uint8)
+    return square if side <= max_side else np.asarray(letterbox(Image.fromarray(square), max_side))
+
+
+def _csv_split(value: str, where: str) -> str:
+    split = CSV_USAGE_SPLITS.get(normalize_label(value).replace("_", ""))
+    if split is None:
+        raise DataError(f"{where}: Usage {value!r} is not Training, PublicTest or PrivateTest")
+    return split
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _find_columns(
+    fieldnames: Sequence[str] | None, wanted: Sequence[str], where: str, required: bool = True
+) -> dict[str, str]:
+    """Wanted column -> the header's spelling of it (case and spaces ignored)."""
+    header = {normalize_label(name): name for name in fieldnames or ()}
+    missing = [name for name in wanted if name not in header]
+    if missing and required:
+        raise DataError(f"{where}: missing column(s) {missing}; the header has {list(fieldnames or ())}")
+    return {name: header[name] for name in wanted if name in header}
+
+
+def _shallowest_file(tree: FileTree, file_name: str) -> str:
+    matches = sorted(
+        (name for name in tree.names if PurePosixPath(name).name.lower() == file_name), key=lambda n: (n.count("/"), n)
+    )
+    if not matches:
+        raise DataError(f"{tree.path}: no {file_name} found (the legend source expects legend.csv and images/)")
+    return matches[0]
+
+
+def _normalized(names: Iterable[str]) -> set[str]:
+    return {normalize_label(name) for name in names}
+
+
+def _relative_stem(name: str, root: str) -> str:
+    relative = PurePosixPath(name[len(root) + 1 :] if root else name)
+    return str(relative.with_suffix(""))
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
