@@ -161,6 +161,7 @@ class ExtraTestSet(Section):
     path: str = ""
     split: Literal["all", "test"] = "all"  # which images of the source are scored
     detector: Literal["none", "mtcnn"] = "none"
+    seed: int = 1  # demo source only: a seed other than common.seed draws new identities
 
 
 class EvaluateConfig(Section):

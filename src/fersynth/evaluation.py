@@ -89,7 +89,9 @@ def load_extra_test_set(
 ) -> Dataset:
     """Load a cross-dataset test set, keep the requested split and align its faces."""
     logger.info("extra test set %r: %s from %s (%s split)", name, spec.source, spec.path or "-", spec.split)
-    dataset, _report = load_source(spec.source, Path(spec.path), classes, aliases={}, max_side=EXTRA_SOURCE_MAX_SIDE)
+    dataset, _report = load_source(
+        spec.source, Path(spec.path), classes, aliases={}, max_side=EXTRA_SOURCE_MAX_SIDE, seed=spec.seed
+    )
     if spec.split == "test":
         dataset = dataset.split("test")
     if len(dataset) == 0:
