@@ -1,7 +1,36 @@
-"""(being written) the generate stage."""
+"""Sample synthetic faces per class up to the generate.target (GAN backend), with oversampling headroom."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
 
-def command() -> None:
-    raise NotImplementedError("generate")
+import typer
+
+from fersynth.datasets.format import read_dataset, write_dataset
+from fersynth.generation import GanBackend, generate_dataset, generate_metrics, plan_counts
+from fersynth.io import write_json
+from stages._common import ParamsOption, read_params, stage_command
+
+
+@stage_command
+def command(
+    generator: Annotated[
+        Path, typer.Option("--generator", help="Directory holding generator.pt (train-gan output).")
+    ] = Path("models/gan"),
+    reference: Annotated[
+        Path, typer.Option("--reference", help="Aligned real images; their train-split class counts set the targets.")
+    ] = Path("data/aligned"),
+    out: Annotated[Path, typer.Option("--out", help="Directory for the generated dataset.")] = Path("data/generated"),
+    metrics: Annotated[
+        Path, typer.Option("--metrics", help="Flat JSON: images planned per class and in total.")
+    ] = Path("metrics/generate.json"),
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    params = read_params(params_path)
+    real = read_dataset(reference, params.common.classes)
+    plan = plan_counts(real.class_counts(split="train"), params.generate)
+    backend = GanBackend(generator)
+    dataset = generate_dataset(backend, plan, params.common.seed, params.generate.batch_size)
+    write_dataset(dataset, out, preview_title=f"generated ({params.generate.backend}, {params.generate.target})")
+    write_json(metrics, generate_metrics(plan))

@@ -84,8 +84,10 @@ class Dataset:
     def split(self, name: str) -> Dataset:
         return self.subset(self.splits == name)
 
-    def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.labels, minlength=len(self.classes))
+    def class_counts(self, split: str | None = None) -> dict[str, int]:
+        """Images per class, of one split or of all rows (labels only: images stay on disk)."""
+        labels = self.labels if split is None else self.labels[self.splits == split]
+        counts = np.bincount(labels, minlength=len(self.classes))
         return {name: int(counts[i]) for i, name in enumerate(self.classes)}
 
 

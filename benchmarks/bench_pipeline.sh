@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Times the demo pipeline in a fresh clone of this repo (committed state, params.yaml as committed):
+#   1. a full `dvc repro` (all nine stages),
+#   2. a no-op `dvc repro` (goal: at most 2 s),
+#   3. `dvc exp run -S train.lr=...` and the stages it reran (goal: train and evaluate only).
+# Usage: benchmarks/bench_pipeline.sh [extra `dvc exp run` -S arguments for step 3]
+# Runs with this checkout's .venv (make setup first); the clone's code is the same as HEAD's.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+git clone -q "$repo" "$work/fersynth"
+cd "$work/fersynth"
+export PATH="$repo/.venv/bin:$PATH"
+git config user.email bench@example.com
+git config user.name bench
+
+seconds() { local start=$SECONDS; "$@" >"$work/log" 2>&1 || { cat "$work/log"; exit 1; }; echo $((SECONDS - start)); }
+precise() { /usr/bin/env python3 -c 'import subprocess,sys,time; t=time.perf_counter(); r=subprocess.run(sys.argv[1:],capture_output=True); print(f"{time.perf_counter()-t:.2f}"); sys.exit(r.returncode)' "$@"; }
+
+echo "nproc=$(nproc) torch threads default; clone at $(git rev-parse --short HEAD)"
+echo "full dvc repro:        $(seconds dvc repro) s"
+grep -o "Running stage '[a-z-]*'" "$work/log" | tr '\n' ' '; echo
+echo "no-op dvc repro:       $(precise dvc repro) s"
+git add -A >/dev/null && git commit -qm "bench baseline" >/dev/null
+echo "dvc exp run -S train.lr=3.0e-3 ${*:-}: $(seconds dvc exp run -S train.lr=3.0e-3 "$@") s"
+echo "stages rerun: $(grep -o "Running stage '[a-z-]*'" "$work/log" | tr '\n' ' ')"
