@@ -1,0 +1,83 @@
+"""Resumable training state: atomic checkpoint files, RNG snapshots and the fingerprint that guards them.
+
+A checkpoint is only reused when its fingerprint (config + seed + training data) matches, so a
+changed param or dataset never continues from stale weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fersynth.config import TrainGanConfig
+from fersynth.datasets.format import Dataset
+from fersynth.io import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = "fersynth-gan-checkpoint/1"
+# Settings that change how often we save, not what is trained: a new value still resumes.
+NOT_FINGERPRINTED = {"checkpoint_every"}
+
+
+def training_fingerprint(train: Dataset, config: TrainGanConfig, seed: int) -> str:
+    """A hash of everything that determines the trained weights."""
+    digest = hashlib.sha256()
+    settings = config.model_dump(exclude=NOT_FINGERPRINTED) | {"seed": seed, "classes": list(train.classes)}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(str(train.images.shape).encode())
+    digest.update(memoryview(np.ascontiguousarray(train.images)))
+    digest.update(np.ascontiguousarray(train.labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(directory: Path, fingerprint: str, state: dict[str, Any]) -> None:
+    """Write the state with its fingerprint and RNG snapshot; a crash mid-write keeps the previous file."""
+    payload = {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "rng": capture_rng()} | state
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(Path(directory) / CHECKPOINT_FILE, buffer.getvalue())
+
+
+def load_checkpoint(directory: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The saved state if it belongs to this exact run, else None (and a log line saying why)."""
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        log.warning("%s: unreadable checkpoint (%s); training from scratch", path, error)
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        log.warning("%s: not a fersynth GAN checkpoint; training from scratch", path)
+        return None
+    if payload.get("fingerprint") != fingerprint:
+        log.info("%s: params or training data changed since this checkpoint; training from scratch", path)
+        return None
+    return payload
+
+
+def capture_rng() -> dict[str, Any]:
+    """Global torch/numpy/python RNG states as plain values (loadable with weights_only=True)."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+
+
+def restore_rng(snapshot: dict[str, Any]) -> None:
+    numpy_state = dict(snapshot["numpy"])
+    numpy_state["state"] = dict(numpy_state["state"], key=np.asarray(numpy_state["state"]["key"], dtype=np.uint32))
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(snapshot["torch"])
+    python_state = snapshot["python"]
+    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))

@@ -1,0 +1,92 @@
+"""The trained generator as a file: `generator.pt` rebuilds itself from the plain dicts it holds."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from fersynth.errors import DataError
+from fersynth.gan.models import GanArchitecture, Generator
+from fersynth.io import atomic_write_bytes
+from fersynth.preview import class_grid
+
+GENERATOR_FILE = "generator.pt"
+FILE_FORMAT = "fersynth-gan-generator/1"
+GanMode = Literal["conditional", "per_class"]
+
+
+class GanGenerator:
+    """One conditional generator, or one unconditional generator per class (`per_class` mode)."""
+
+    def __init__(self, mode: GanMode, classes: Sequence[str], networks: Sequence[Generator]) -> None:
+        expected = 1 if mode == "conditional" else len(classes)
+        if len(networks) != expected:
+            raise ValueError(f"{mode} GAN needs {expected} generator(s), got {len(networks)}")
+        self.mode = mode
+        self.classes = tuple(classes)
+        self.networks = [network.eval() for network in networks]
+        arch = networks[0].arch
+        self.image_shape = (arch.image_size, arch.image_size, arch.channels)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.networks[0].arch.latent_dim
+
+    @torch.no_grad()
+    def sample(self, class_index: int, count: int, seed: int) -> np.ndarray:
+        """`count` images of class `class_index` as uint8 (count, H, W, C); the same seed gives the same images."""
+        if not 0 <= class_index < len(self.classes):
+            raise ValueError(f"class index {class_index} outside 0..{len(self.classes) - 1}")
+        noise = torch.randn(count, self.latent_dim, generator=torch.Generator().manual_seed(seed))
+        if self.mode == "conditional":
+            images = self.networks[0](noise, torch.full((count,), class_index, dtype=torch.long))
+        else:
+            images = self.networks[class_index](noise)
+        pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return pixels.permute(0, 2, 3, 1).numpy()
+
+    def sample_grid(self, seed: int, per_class: int = 10) -> bytes:
+        """A PNG with one labelled row of `per_class` samples per class (fixed noise: comparable across runs)."""
+        images = np.concatenate([self.sample(index, per_class, seed) for index in range(len(self.classes))])
+        labels = np.repeat(np.arange(len(self.classes)), per_class)
+        buffer = io.BytesIO()
+        class_grid(images, labels, self.classes, per_class).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def save(self, path: Path) -> None:
+        payload: dict[str, Any] = {
+            "format": FILE_FORMAT,
+            "mode": self.mode,
+            "classes": list(self.classes),
+            "image_shape": list(self.image_shape),
+            "architecture": self.networks[0].arch.as_dict(),
+            "state_dicts": [network.state_dict() for network in self.networks],
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_generator(path: Path) -> GanGenerator:
+    """Rebuild a saved generator; a missing or foreign file is a DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: generator file not found; run the train-gan stage first")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        raise DataError(f"{path}: not a readable generator file ({error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
+        raise DataError(f"{path}: not a fersynth GAN generator (expected format {FILE_FORMAT})")
+    arch = GanArchitecture(**payload["architecture"])
+    networks = []
+    for state in payload["state_dicts"]:
+        network = Generator(arch)
+        network.load_state_dict(state)
+        networks.append(network)
+    return GanGenerator(payload["mode"], payload["classes"], networks)

@@ -1,0 +1,404 @@
+"""GAN training: one conditional GAN, or one unconditional GAN per class trained in turn.
+
+Each GAN to train is a `TrainingUnit`. The loop checkpoints every `checkpoint_every` epochs
+(weights, optimisers, EMA, sampler and global RNG states), so an interrupted run resumes where it
+stopped and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from dvclive import Live
+from torch import nn
+
+from fersynth.config import TrainGanConfig
+from fersynth.datasets.format import Dataset, concatenate
+from fersynth.errors import DataError
+from fersynth.gan.augment import diff_augment
+from fersynth.gan.checkpoint import load_checkpoint, restore_rng, save_checkpoint, training_fingerprint
+from fersynth.gan.generator import GanGenerator
+from fersynth.gan.models import Discriminator, GanArchitecture, Generator, upsampling_steps
+from fersynth.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
+BN_RECALIBRATION_BATCHES = 16
+BN_RECALIBRATION_BATCH_SIZE = 64
+EMA_WARMUP = 10  # EMA decay ramps as (1+t)/(10+t): short demo runs would otherwise sample near-initial weights
+
+EpochHook = Callable[[str, int], None]  # (unit name, epochs completed in that unit)
+StepHook = Callable[[dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainingUnit:
+    """One GAN to train: every class (conditional) or a single class (per_class mode)."""
+
+    name: str
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor | None  # (N,) int64; None trains an unconditional GAN
+    images_per_epoch: int
+    balanced: bool  # draw real batches with equal class probabilities
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return max(1, self.images_per_epoch // batch_size)
+
+
+@dataclass
+class GanResult:
+    generator: GanGenerator
+    history: list[dict[str, Any]]  # one entry per epoch: unit, epoch, d_loss, g_loss, d_real, d_fake
+    epochs: int
+    images_seen: int
+    batch_size: int
+    train_images: int
+    resumed_epochs: int = 0  # epochs restored from the checkpoint instead of trained in this run
+
+    def metrics(self) -> dict[str, float | int]:
+        """Flat metrics: run size plus the final epoch's losses (per class in per_class mode)."""
+        values: dict[str, float | int] = {
+            "epochs": self.epochs,
+            "steps": self.images_seen // self.batch_size,
+            "images_seen": self.images_seen,
+            "train_images": self.train_images,
+        }
+        last_epoch_of_unit = {entry["unit"]: entry for entry in self.history}
+        for unit, entry in last_epoch_of_unit.items():
+            suffix = "" if self.generator.mode == "conditional" else f"_{unit}"
+            values |= {f"{name}{suffix}": entry[name] for name in LOSS_NAMES}
+        return values
+
+
+@dataclass
+class RunState:
+    """Progress over all units; with the current unit's trainer it is what a checkpoint holds."""
+
+    checkpoint_dir: Path
+    fingerprint: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    finished: list[dict[str, torch.Tensor]] = field(default_factory=list)  # exported generators of done units
+    images_seen: int = 0
+
+    def save(self, unit_index: int, trainer: UnitTrainer) -> None:
+        state = {"unit": unit_index, "trainer": trainer.state_dict(), "history": self.history}
+        save_checkpoint(
+            self.checkpoint_dir, self.fingerprint, state | {"finished": self.finished, "images_seen": self.images_seen}
+        )
+
+
+def train_gan(
+    dataset: Dataset,
+    config: TrainGanConfig,
+    seed: int,
+    checkpoint_dir: Path,
+    live: Live | None = None,
+    offline: Dataset | None = None,
+    on_epoch_end: EpochHook | None = None,
+) -> GanResult:
+    """Train on the TRAIN split of `dataset` (plus `offline`'s train rows when `config.use_offline`).
+
+    Resumes from `checkpoint_dir` when it holds a checkpoint of this exact config, seed and data.
+    `on_epoch_end` runs after each epoch's checkpoint (tests interrupt a run through it).
+    """
+    train = training_images(dataset, offline if config.use_offline else None)
+    units = training_units(train, config)
+    arch = architecture(train, config)
+    fingerprint = training_fingerprint(train, config, seed)
+    saved = load_checkpoint(checkpoint_dir, fingerprint)
+    run = RunState(checkpoint_dir, fingerprint)
+    if saved:
+        run.history, run.finished, run.images_seen = list(saved["history"]), saved["finished"], saved["images_seen"]
+        log.info("resuming GAN training from %s after %d epoch(s)", checkpoint_dir, len(run.history))
+    resumed_epochs = len(run.history)
+    if live is not None:
+        for entry in run.history:  # DVC clears the live dir before a rerun: replay the restored epochs
+            log_epoch(live, entry, config.mode)
+    total_steps = sum(unit.steps_per_epoch(config.batch_size) for unit in units) * config.epochs
+    with progress_bar() as bar:
+        task = bar.add_task("train GAN", total=total_steps, completed=run.images_seen // config.batch_size, status="")
+
+        def show(losses: dict[str, float]) -> None:
+            bar.update(task, advance=1, status=" ".join(f"{key} {value:.3f}" for key, value in losses.items()))
+
+        for index in range(len(run.finished), len(units)):
+            unit_arch = arch if units[index].labels is not None else replace(arch, num_classes=0)
+            trainer = UnitTrainer(unit_arch, config, units[index], seed, index)
+            if saved and saved["unit"] == index:
+                trainer.load_state_dict(saved["trainer"])
+                restore_rng(saved["rng"])
+            train_unit(trainer, index, run, show, live, on_epoch_end)
+            run.finished.append(trainer.exported_generator().state_dict())
+    return GanResult(
+        generator=generator_from_states(config, arch, train.classes, run.finished),
+        history=run.history,
+        epochs=config.epochs,
+        images_seen=run.images_seen,
+        batch_size=config.batch_size,
+        train_images=len(train),
+        resumed_epochs=resumed_epochs,
+    )
+
+
+def train_unit(
+    trainer: UnitTrainer,
+    unit_index: int,
+    run: RunState,
+    show: StepHook,
+    live: Live | None,
+    on_epoch_end: EpochHook | None,
+) -> None:
+    """Run the remaining epochs of one unit, logging and checkpointing after each."""
+    config = trainer.config
+    while trainer.epoch < config.epochs:
+        started = time.perf_counter()
+        losses = trainer.train_epoch(show)
+        run.images_seen += trainer.unit.steps_per_epoch(config.batch_size) * config.batch_size
+        entry = {"unit": trainer.unit.name, "epoch": trainer.epoch} | losses
+        run.history.append(entry)
+        seconds = time.perf_counter() - started
+        log.info(
+            "GAN %s epoch %d/%d: %s (%.1f s)", entry["unit"], trainer.epoch, config.epochs, _describe(losses), seconds
+        )
+        if live is not None:
+            log_epoch(live, entry, config.mode)
+        if trainer.epoch % config.checkpoint_every == 0 or trainer.epoch == config.epochs:
+            run.save(unit_index, trainer)
+        if on_epoch_end is not None:
+            on_epoch_end(trainer.unit.name, trainer.epoch)
+
+
+class UnitTrainer:
+    """Generator, discriminator, EMA copy and optimisers of one GAN, and its training step."""
+
+    def __init__(
+        self, arch: GanArchitecture, config: TrainGanConfig, unit: TrainingUnit, seed: int, index: int
+    ) -> None:
+        self.config, self.unit = config, unit
+        self.unit_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+        torch.manual_seed(self.unit_seed)  # same initial weights whether or not earlier units ran in this process
+        self.generator, self.discriminator = Generator(arch), Discriminator(arch)
+        self.ema = copy.deepcopy(self.generator) if config.ema_decay > 0 else None
+        betas = (config.beta1, config.beta2)
+        self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_generator, betas=betas)
+        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_discriminator, betas=betas)
+        self.sampler = np.random.default_rng(self.unit_seed)
+        self.epoch = 0
+        self.step = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer_g": self.optimizer_g.state_dict(),
+            "optimizer_d": self.optimizer_d.state_dict(),
+            "sampler": self.sampler.bit_generator.state,
+            "epoch": self.epoch,
+            "step": self.step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer_g.load_state_dict(state["optimizer_g"])
+        self.optimizer_d.load_state_dict(state["optimizer_d"])
+        self.sampler.bit_generator.state = state["sampler"]
+        self.epoch, self.step = state["epoch"], state["step"]
+
+    def epoch_batches(self) -> np.ndarray:
+        """(steps, batch_size) indexes of real images: class-balanced draws or shuffled passes."""
+        steps, batch_size = self.unit.steps_per_epoch(self.config.batch_size), self.config.batch_size
+        count = len(self.unit.images)
+        if self.unit.balanced and self.unit.labels is not None:
+            labels = self.unit.labels.numpy()
+            weights = 1.0 / np.bincount(labels)[labels]
+            indexes = self.sampler.choice(count, size=steps * batch_size, p=weights / weights.sum())
+        else:
+            passes = math.ceil(steps * batch_size / count)
+            indexes = np.concatenate([self.sampler.permutation(count) for _ in range(passes)])[: steps * batch_size]
+        return indexes.reshape(steps, batch_size)
+
+    def train_epoch(self, show: StepHook) -> dict[str, float]:
+        self.generator.train()
+        self.discriminator.train()
+        totals = dict.fromkeys(LOSS_NAMES, 0.0)
+        batches = self.epoch_batches()
+        for batch in batches:
+            losses = self.train_step(torch.from_numpy(batch))
+            totals = {name: totals[name] + losses[name] for name in LOSS_NAMES}
+            show(losses)
+        self.epoch += 1
+        return {name: total / len(batches) for name, total in totals.items()}
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        """One D update then one G update on the same fakes (saves a generator pass per step)."""
+        real = self.unit.images[batch].float() / 127.5 - 1
+        labels = self.unit.labels[batch] if self.unit.labels is not None else None
+        fake = self.generator(torch.randn(len(batch), self.generator.arch.latent_dim), labels)
+        policies = self.config.diffaugment
+        # Real and fake go through D separately: its minibatch-std layer must not mix them.
+        real_scores, real_logits = self.discriminator(diff_augment(real, policies), labels)
+        fake_scores, _ = self.discriminator(diff_augment(fake.detach(), policies), labels)
+        d_loss = discriminator_loss(self.config.loss, real_scores, fake_scores)
+        d_loss = d_loss + self.class_loss(real_logits, labels)
+        self.optimizer_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.optimizer_d.step()
+
+        self.discriminator.requires_grad_(False)  # G's loss needs gradients through D, not for D
+        fake_scores_for_g, fake_logits = self.discriminator(diff_augment(fake, policies), labels)
+        g_loss = generator_loss(self.config.loss, fake_scores_for_g) + self.class_loss(fake_logits, labels)
+        self.optimizer_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.optimizer_g.step()
+        self.discriminator.requires_grad_(True)
+        self.step += 1
+        self.update_ema()
+        return {
+            "d_loss": d_loss.item(),
+            "g_loss": g_loss.item(),
+            "d_real": real_scores.mean().item(),
+            "d_fake": fake_scores.mean().item(),
+        }
+
+    def class_loss(self, logits: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor | float:
+        """Weighted cross-entropy of D's auxiliary classifier (0 for unconditional GANs or weight 0)."""
+        if logits is None or labels is None or self.config.class_loss_weight == 0:
+            return 0.0
+        return self.config.class_loss_weight * F.cross_entropy(logits, labels)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = min(self.config.ema_decay, self.step / (self.step + EMA_WARMUP))
+        for average, current in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
+            average.lerp_(current, 1 - decay)
+        for average, current in zip(self.ema.buffers(), self.generator.buffers(), strict=True):
+            average.copy_(current)
+
+    def exported_generator(self) -> Generator:
+        """The generator to sample from (EMA if enabled), BatchNorm statistics recomputed for its weights.
+
+        The running statistics were gathered with the raw generator's weights; re-estimating them
+        with the exported weights ("standing statistics") keeps eval-mode samples sharp.
+        """
+        exported = copy.deepcopy(self.ema if self.ema is not None else self.generator)
+        recalibrate_batchnorm(exported, self.unit_seed)
+        return exported.eval()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(generator: Generator, seed: int) -> None:
+    norms = [module for module in generator.modules() if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the recalibration batches
+    random = torch.Generator().manual_seed(seed)
+    arch = generator.arch
+    generator.train()
+    for _ in range(BN_RECALIBRATION_BATCHES):
+        noise = torch.randn(BN_RECALIBRATION_BATCH_SIZE, arch.latent_dim, generator=random)
+        labels = torch.randint(0, max(arch.num_classes, 1), (BN_RECALIBRATION_BATCH_SIZE,), generator=random)
+        generator(noise, labels if arch.num_classes else None)
+    for norm in norms:
+        norm.momentum = 0.1
+    generator.eval()
+
+
+def discriminator_loss(kind: str, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    if kind == "hinge":
+        return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+    return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
+
+
+def generator_loss(kind: str, fake_scores: torch.Tensor) -> torch.Tensor:
+    if kind == "hinge":
+        return -fake_scores.mean()
+    return F.softplus(-fake_scores).mean()
+
+
+def training_images(dataset: Dataset, offline: Dataset | None) -> Dataset:
+    """Real train rows (never val/test), plus offline variants of train images when given."""
+    parts = [dataset.split("train")] + ([offline.split("train")] if offline is not None else [])
+    train = concatenate(parts)
+    if len(train) == 0:
+        raise DataError("no images in the 'train' split to train the GAN on")
+    return train
+
+
+def architecture(train: Dataset, config: TrainGanConfig) -> GanArchitecture:
+    """Image size and channels come from the data, widths and latent size from the config."""
+    _, height, width, channels = train.images.shape
+    if height != width:
+        raise DataError(f"GAN training needs square images, got {height}×{width}")
+    try:
+        upsampling_steps(height)
+    except ValueError as error:
+        raise DataError(str(error)) from None
+    return GanArchitecture(
+        image_size=height,
+        channels=channels,
+        latent_dim=config.latent_dim,
+        base_channels=config.base_channels,
+        num_classes=len(train.classes),
+        spectral_norm=config.spectral_norm,
+    )
+
+
+def training_units(train: Dataset, config: TrainGanConfig) -> list[TrainingUnit]:
+    """Conditional: one unit over all images. Per class: one unit per class.
+
+    Per-class units share the conditional run's budget: len(train) images per epoch in total,
+    split equally (balanced_sampling) or by class size, so both modes cost about the same.
+    """
+    images = torch.from_numpy(np.ascontiguousarray(train.images)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.from_numpy(np.asarray(train.labels, dtype=np.int64))
+    if config.mode == "conditional":
+        return [TrainingUnit("all", images, labels, len(train), config.balanced_sampling)]
+    units = []
+    for index, name in enumerate(train.classes):
+        members = labels == index
+        if not members.any():
+            raise DataError(f"per_class GAN: class {name!r} has no training images")
+        share = len(train) / len(train.classes) if config.balanced_sampling else int(members.sum())
+        units.append(TrainingUnit(name, images[members], None, math.ceil(share), False))
+    return units
+
+
+def generator_from_states(
+    config: TrainGanConfig, arch: GanArchitecture, classes: tuple[str, ...], states: list[dict[str, torch.Tensor]]
+) -> GanGenerator:
+    unit_arch = arch if config.mode == "conditional" else replace(arch, num_classes=0)
+    networks = []
+    for state in states:
+        network = Generator(unit_arch)
+        network.load_state_dict(state)
+        networks.append(network)
+    return GanGenerator(config.mode, classes, networks)
+
+
+def log_epoch(live: Live, entry: dict[str, Any], mode: str) -> None:
+    """One dvclive step per epoch; per-class runs prefix each curve with the class name."""
+    prefix = "" if mode == "conditional" else f"{entry['unit']}/"
+    for name in LOSS_NAMES:
+        live.log_metric(f"{prefix}{name}", entry[name])
+    live.next_step()
+
+
+def _describe(losses: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.3f}" for name, value in losses.items())

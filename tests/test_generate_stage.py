@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from fersynth.config import CANONICAL_CLASSES
+from fersynth.datasets.format import read_dataset, write_dataset
+from fersynth.gan.generator import GanGenerator
+from fersynth.gan.models import GanArchitecture, Generator
+from stages.cli import app
+
+from .conftest import make_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """An untrained 16-pixel generator (sampling is what this stage does) and a real reference set."""
+    torch.manual_seed(0)
+    arch = GanArchitecture(image_size=16, channels=1, latent_dim=8, base_channels=4, num_classes=7)
+    (tmp_path / "gan").mkdir()
+    GanGenerator("conditional", CANONICAL_CLASSES, [Generator(arch)]).save(tmp_path / "gan" / "generator.pt")
+    write_dataset(make_dataset(per_class=6, size=16), tmp_path / "aligned")
+    return tmp_path
+
+
+def invoke(tmp_path: Path, **generate: object) -> tuple[int, str]:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"generate": generate}))
+    arguments = [
+        "generate",
+        "--generator", str(tmp_path / "gan"),
+        "--reference", str(tmp_path / "aligned"),
+        "--out", str(tmp_path / "generated"),
+        "--metrics", str(tmp_path / "generate.json"),
+        "--params", str(tmp_path / "params.yaml"),
+    ]  # fmt: skip
+    result = runner.invoke(app, arguments)
+    return result.exit_code, "".join(result.output.split())  # rich wraps long paths: compare without whitespace
+
+
+def test_generates_the_planned_counts(workspace: Path) -> None:
+    code, output = invoke(workspace, target="counts", counts={"disgust": 3, "sad": 2}, oversample=1.5, batch_size=2)
+    assert code == 0, output
+    generated = read_dataset(workspace / "generated", CANONICAL_CLASSES)
+    assert generated.class_counts() == dict.fromkeys(CANONICAL_CLASSES, 0) | {"disgust": 5, "sad": 3}
+    assert generated.images.shape == (8, 16, 16, 1) and set(generated.sources) == {"gan"}
+    np.testing.assert_array_equal(generated.intended, generated.labels)
+    metrics = json.loads((workspace / "generate.json").read_text())
+    assert metrics["planned_disgust"] == 5 and metrics["planned_angry"] == 0 and metrics["generated_total"] == 8
+    assert (workspace / "generated" / "preview.png").is_file()
+
+
+def test_balanced_reference_plans_nothing_and_writes_an_empty_dataset(workspace: Path) -> None:
+    code, output = invoke(workspace, target="balance_to_max")  # make_dataset has 2 train images per class
+    assert code == 0, output
+    assert len(read_dataset(workspace / "generated", CANONICAL_CLASSES)) == 0
+    assert json.loads((workspace / "generate.json").read_text())["generated_total"] == 0
+
+
+def test_missing_generator_names_the_file(workspace: Path) -> None:
+    (workspace / "gan" / "generator.pt").unlink()
+    code, output = invoke(workspace, target="per_class", per_class=1)
+    assert code == 1
+    assert f"{workspace / 'gan' / 'generator.pt'}:generatorfilenotfound".replace(" ", "") in output
+    assert not (workspace / "generated").exists()
+
+
+def test_unknown_class_in_counts_names_it(workspace: Path) -> None:
+    code, output = invoke(workspace, target="counts", counts={"contempt": 2})
+    assert code == 1
+    assert "generate.counts:unknownclass'contempt'" in output
