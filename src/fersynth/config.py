@@ -87,8 +87,8 @@ class TrainGanConfig(Section):
     base_channels: int = Field(16, ge=4)  # 16 fits the demo's CPU budget; wider learns real data better
     epochs: int = Field(15, ge=0)
     batch_size: int = Field(64, ge=2)
-    lr_generator: float = Field(4.0e-4, gt=0.0)
-    lr_discriminator: float = Field(1.0e-3, gt=0.0)  # D faster than G (TTUR): spectral norm slows D down
+    lr_generator: float = Field(1.0e-3, gt=0.0)
+    lr_discriminator: float = Field(4.0e-3, gt=0.0)  # D faster than G (TTUR): spectral norm slows D down
     beta1: float = Field(0.0, ge=0.0, lt=1.0)
     beta2: float = Field(0.99, ge=0.0, lt=1.0)
     loss: Literal["hinge", "nonsaturating"] = "hinge"
