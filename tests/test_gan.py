@@ -102,10 +102,11 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(
 def test_changed_params_start_fresh(faces: Dataset, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     train_gan(faces, TINY, 0, tmp_path)
     with caplog.at_level(logging.INFO):
-        again = train_gan(faces, TINY.model_copy(update={"lr_generator": 1.0e-3}), 0, tmp_path)
+        changed = TINY.model_copy(update={"lr_generator": TINY.lr_generator / 2})
+        again = train_gan(faces, changed, 0, tmp_path)
     assert again.resumed_epochs == 0 and "training from scratch" in caplog.text
     assert (tmp_path / CHECKPOINT_FILE).is_file()
-    saving_less_often = TINY.model_copy(update={"lr_generator": 1.0e-3, "checkpoint_every": 5})
+    saving_less_often = changed.model_copy(update={"checkpoint_every": 5})
     assert train_gan(faces, saving_less_often, 0, tmp_path).resumed_epochs == 2  # same training: nothing to redo
 
 
