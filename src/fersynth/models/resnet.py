@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
 
 from fersynth.errors import DataError
 from fersynth.models.base import IMAGENET_MEAN, IMAGENET_STD, Classifier, InputAdapter
@@ -23,6 +22,9 @@ def build_resnet18(
     """Without weights every layer trains at the full lr; with them the first `freeze_blocks`
     residual stages (and the stem) stay fixed and the rest of the backbone trains at
     `lr × backbone_lr_scale`."""
+    # torchvision pulls in torch._dynamo (about 2 s); only runs that build a ResNet pay for it.
+    from torchvision.models import resnet18
+
     backbone = resnet18(weights=None)
     if weights_path:
         _load_backbone_weights(backbone, Path(weights_path))
