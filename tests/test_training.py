@@ -85,6 +85,36 @@ def test_one_hot_soft_labels_match_hard_labels_and_wrong_ones_do_not(splits: tup
     assert wrong.history[-1].train_loss != pytest.approx(hard.history[-1].train_loss, rel=1e-2)
 
 
+def test_balanced_class_weighting_changes_nothing_on_balanced_data(splits: tuple[Dataset, Dataset]) -> None:
+    _, val = splits
+    train = make_dataset(per_class=12, size=12)  # every image trains: 12 per class
+    plain = fit_classifier(train, val, LINEAR.model_copy(update={"epochs": 3}), seed=0)
+    balanced = fit_classifier(
+        train, val, LINEAR.model_copy(update={"epochs": 3, "class_weighting": "balanced"}), seed=0
+    )
+    for a, b in zip(plain.history, balanced.history, strict=True):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_balanced_class_weighting_raises_a_rare_class(splits: tuple[Dataset, Dataset], soft: bool) -> None:
+    train, val = splits
+    rare = train.classes.index("disgust")
+    keep = (train.labels != rare) | (np.cumsum(train.labels == rare) == 1)  # one disgust image among ~80
+    imbalanced = train.subset(keep)
+    if soft:
+        imbalanced = replace(imbalanced, soft_labels=np.eye(len(train.classes), dtype=np.float32)[imbalanced.labels])
+    config = LINEAR.model_copy(update={"epochs": 5, "lr": 0.01})
+    rare_share = {
+        weighting: predict_proba(
+            fit_classifier(imbalanced, val, config.model_copy(update={"class_weighting": weighting}), seed=0).model,
+            val.images[val.labels == rare],
+        )[:, rare].mean()
+        for weighting in ("none", "balanced")
+    }
+    assert rare_share["balanced"] > 2 * rare_share["none"]
+
+
 def test_vgg_with_sgd_and_step_schedule_trains() -> None:
     dataset = make_dataset(per_class=3, size=16)
     train, val = dataset.subset(dataset.splits != "val"), dataset.split("val")

@@ -126,6 +126,9 @@ class ClassifierConfig(Section):
     step_size: int = Field(10, ge=1)  # scheduler=step: epochs between lr drops
     gamma: float = Field(0.1, gt=0.0, le=1.0)  # scheduler=step: lr factor
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    # balanced: each class's loss is weighted by n / (k · n_class) of the training labels, so a rare class
+    # (disgust is 1.5% of FER2013) weighs as much as a common one; none: plain cross-entropy.
+    class_weighting: Literal["none", "balanced"] = "none"
     flip_augment: bool = True  # random horizontal flip of training batches
     shift_augment: int = Field(2, ge=0, le=16)  # random translation of training images, in pixels (0 = off)
     weights_path: str = ""  # resnet18 only: local torchvision state dict for transfer learning

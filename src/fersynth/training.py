@@ -138,6 +138,9 @@ def fit_classifier(
     optimizer = _make_optimizer(model, config)
     scheduler = _make_scheduler(optimizer, config)
     targets = _training_targets(train).to(device)
+    class_weights = (
+        _balanced_class_weights(targets, len(train.classes)) if config.class_weighting == "balanced" else None
+    )
     history: list[EpochRecord] = []
     best: EpochRecord | None = None
     best_state: dict[str, torch.Tensor] = {}
@@ -159,6 +162,7 @@ def fit_classifier(
                 model,
                 train.images,
                 targets,
+                class_weights,
                 optimizer,
                 config,
                 rng,
@@ -277,6 +281,18 @@ def _training_targets(train: Dataset) -> torch.Tensor:
     return torch.from_numpy(soft / soft.sum(axis=1, keepdims=True))
 
 
+def _balanced_class_weights(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """n / (k · n_class) per class, counting soft rows by their mass; absent classes weigh 0 (nothing to weigh)."""
+    if targets.ndim == 1:
+        counts = torch.bincount(targets, minlength=num_classes).to(torch.float32)
+    else:
+        counts = targets.sum(dim=0)
+    present = counts > 0
+    weights = torch.zeros(num_classes, dtype=torch.float32, device=targets.device)
+    weights[present] = counts.sum() / (int(present.sum()) * counts[present])
+    return weights
+
+
 def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Near-equal batches of at most `batch_size`: never a lone image (batch norm cannot train on one)."""
     count = -(-len(order) // batch_size)
@@ -287,6 +303,7 @@ def _train_epoch(
     model: Classifier,
     images: np.ndarray,
     targets: torch.Tensor,
+    class_weights: torch.Tensor | None,
     optimizer: torch.optim.Optimizer,
     config: ClassifierConfig,
     rng: np.random.Generator,
@@ -301,7 +318,10 @@ def _train_epoch(
         batch = _augment(images[indices], rng, config.flip_augment, config.shift_augment)
         logits = model(_to_input(batch, device))
         loss = F.cross_entropy(
-            logits, targets[torch.from_numpy(indices).to(device)], label_smoothing=config.label_smoothing
+            logits,
+            targets[torch.from_numpy(indices).to(device)],
+            weight=class_weights,
+            label_smoothing=config.label_smoothing,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
