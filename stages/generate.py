@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 
 from fersynth.datasets.format import read_dataset, write_dataset
-from fersynth.generation import GanBackend, generate_dataset, generate_metrics, plan_counts
+from fersynth.generation import (
+    GanBackend,
+    check_reference_shape,
+    generate_dataset,
+    generate_metrics,
+    plan_counts,
+)
 from fersynth.io import write_json
 from stages._common import ParamsOption, read_params, stage_command
 
@@ -31,6 +37,7 @@ def command(
     real = read_dataset(reference, params.common.classes)
     plan = plan_counts(real.class_counts(split="train"), params.generate)
     backend = GanBackend(generator)
+    check_reference_shape(backend, real.images.shape[1:], generator)
     dataset = generate_dataset(backend, plan, params.common.seed, params.generate.batch_size)
     write_dataset(dataset, out, preview_title=f"generated ({params.generate.backend}, {params.generate.target})")
     write_json(metrics, generate_metrics(plan))

@@ -76,3 +76,11 @@ def test_unknown_class_in_counts_names_it(workspace: Path) -> None:
     code, output = invoke(workspace, target="counts", counts={"contempt": 2})
     assert code == 1
     assert "generate.counts:unknownclass'contempt'" in output
+
+
+def test_generator_of_another_image_size_is_refused(workspace: Path) -> None:
+    write_dataset(make_dataset(per_class=6, size=24), workspace / "aligned")  # the generator makes 16×16
+    code, output = invoke(workspace, target="per_class", per_class=1)
+    assert code == 1
+    assert "makes16×16×1(H×W×C)imagesbuttherealimagesare24×24×1" in output
+    assert not (workspace / "generated").exists()

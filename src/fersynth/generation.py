@@ -66,6 +66,16 @@ def plan_counts(real_train_counts: Mapping[str, int], config: GenerateConfig) ->
     return {name: math.ceil(count * config.oversample) for name, count in wanted.items()}
 
 
+def check_reference_shape(backend: SynthesisBackend, reference_shape: tuple[int, ...], source: Path) -> None:
+    """Refuse a generator trained at another image size or channel count than the real images it joins."""
+    if tuple(backend.image_shape) != tuple(reference_shape):
+        made, real = ("×".join(map(str, shape)) for shape in (backend.image_shape, reference_shape))
+        raise DataError(
+            f"{source}: the generator makes {made} (H×W×C) images but the real images are {real}; "
+            "rerun train-gan after changing common.image_size or common.channels"
+        )
+
+
 def generate_dataset(backend: SynthesisBackend, plan: Mapping[str, int], seed: int, batch_size: int) -> Dataset:
     """Draw `plan[c]` images of every class c as a train-split dataset with `intended` = label.
 
