@@ -29,4 +29,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src stages tests
 
 clean:
-	rm -rf data/fetched data/aligned data/offline data/generated data/calibrated data/merged models/gan models/classifier models/teachers
+	rm -rf data/fetched data/aligned data/offline data/generated data/calibrated data/merged models/gan models/gan_checkpoints models/classifier models/teachers
