@@ -118,3 +118,17 @@ def test_param_change_reruns_only_downstream_stages(pipeline_repo: Path) -> None
     assert _stages_run(learning_rate) == ["train", "evaluate"]
     shown = _run([_tool("dvc"), "exp", "show", "--md", "--no-pager"], pipeline_repo)
     assert "macro_f1" in shown
+
+
+def test_readme_real_only_recipe_runs_without_synthetic_images(pipeline_repo: Path) -> None:
+    recipe = ["train_gan.epochs=0", "generate.target=per_class", "generate.per_class=0", "merge.sources=[real,offline]"]
+    arguments = [argument for setting in recipe for argument in ("-S", setting)]
+    real_only = _run([_tool("dvc"), "exp", "run", *arguments], pipeline_repo)
+    # train and evaluate are skipped when the shrunk run's calibration had kept no image anyway.
+    assert _stages_run(real_only)[:4] == ["train-gan", "generate", "calibrate", "merge"]
+    assert set(_stages_run(real_only)) <= set(ALL_STAGES[ALL_STAGES.index("train-gan") :])
+    metrics = {
+        name: json.loads((pipeline_repo / "metrics" / f"{name}.json").read_text()) for name in ("generate", "merge")
+    }
+    assert metrics["generate"]["generated_total"] == 0
+    assert metrics["merge"]["synthetic_share"] == 0.0
