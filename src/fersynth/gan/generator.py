@@ -33,6 +33,22 @@ class GanGenerator:
         arch = networks[0].arch
         self.image_shape = (arch.image_size, arch.image_size, arch.channels)
 
+    @classmethod
+    def from_states(
+        cls,
+        mode: GanMode,
+        classes: Sequence[str],
+        arch: GanArchitecture,
+        states: Sequence[dict[str, torch.Tensor]],
+    ) -> GanGenerator:
+        """Rebuild the networks of `arch` (one per state dict) from their weights."""
+        networks = []
+        for state in states:
+            network = Generator(arch)
+            network.load_state_dict(state)
+            networks.append(network)
+        return cls(mode, classes, networks)
+
     @property
     def latent_dim(self) -> int:
         return self.networks[0].arch.latent_dim
@@ -84,9 +100,4 @@ def load_generator(path: Path) -> GanGenerator:
     if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
         raise DataError(f"{path}: not a fersynth GAN generator (expected format {FILE_FORMAT})")
     arch = GanArchitecture(**payload["architecture"])
-    networks = []
-    for state in payload["state_dicts"]:
-        network = Generator(arch)
-        network.load_state_dict(state)
-        networks.append(network)
-    return GanGenerator(payload["mode"], payload["classes"], networks)
+    return GanGenerator.from_states(payload["mode"], payload["classes"], arch, payload["state_dicts"])

@@ -133,15 +133,16 @@ def train_gan(
             bar.update(task, advance=1, status=" ".join(f"{key} {value:.3f}" for key, value in losses.items()))
 
         for index in range(len(run.finished), len(units)):
-            unit_arch = arch if units[index].labels is not None else replace(arch, num_classes=0)
-            trainer = UnitTrainer(unit_arch, config, units[index], seed, index)
+            trainer = UnitTrainer(unit_architecture(arch, config.mode), config, units[index], seed, index)
             if saved and saved["unit"] == index:
                 trainer.load_state_dict(saved["trainer"])
                 restore_rng(saved["rng"])
             train_unit(trainer, index, run, show, live, on_epoch_end)
             run.finished.append(trainer.exported_generator().state_dict())
     return GanResult(
-        generator=generator_from_states(config, arch, train.classes, run.finished),
+        generator=GanGenerator.from_states(
+            config.mode, train.classes, unit_architecture(arch, config.mode), run.finished
+        ),
         history=run.history,
         epochs=config.epochs,
         images_seen=run.images_seen,
@@ -380,16 +381,9 @@ def training_units(train: Dataset, config: TrainGanConfig) -> list[TrainingUnit]
     return units
 
 
-def generator_from_states(
-    config: TrainGanConfig, arch: GanArchitecture, classes: tuple[str, ...], states: list[dict[str, torch.Tensor]]
-) -> GanGenerator:
-    unit_arch = arch if config.mode == "conditional" else replace(arch, num_classes=0)
-    networks = []
-    for state in states:
-        network = Generator(unit_arch)
-        network.load_state_dict(state)
-        networks.append(network)
-    return GanGenerator(config.mode, classes, networks)
+def unit_architecture(arch: GanArchitecture, mode: str) -> GanArchitecture:
+    """Per-class units are unconditional GANs: no class embedding in G or D."""
+    return arch if mode == "conditional" else replace(arch, num_classes=0)
 
 
 def log_epoch(live: Live, entry: dict[str, Any], mode: str) -> None:
