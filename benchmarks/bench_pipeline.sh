@@ -6,14 +6,8 @@
 # Usage: benchmarks/bench_pipeline.sh [extra `dvc exp run` -S arguments for step 3]
 # Runs with this checkout's .venv (make setup first); the clone's code is the same as HEAD's.
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-git clone -q "$repo" "$work/fersynth"
-cd "$work/fersynth"
-export PATH="$repo/.venv/bin:$PATH"
-git config user.email bench@example.com
-git config user.name bench
+# shellcheck source=benchmarks/fresh_clone.sh
+source "$(dirname "$0")/fresh_clone.sh"
 
 seconds() { local start=$SECONDS; "$@" >"$work/log" 2>&1 || { cat "$work/log"; exit 1; }; echo $((SECONDS - start)); }
 precise() { /usr/bin/env python3 -c 'import subprocess,sys,time; t=time.perf_counter(); r=subprocess.run(sys.argv[1:],capture_output=True); print(f"{time.perf_counter()-t:.2f}"); sys.exit(r.returncode)' "$@"; }

@@ -7,12 +7,8 @@
 #   benchmarks/compare_synthetic.sh -S fetch.source=fer2013 -S fetch.path=$PWD/../shared/data/fer2013.zip
 # Runs with this checkout's .venv (make setup first). Prints each experiment's wall time, then the table.
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-git clone -q "$repo" "$work/fersynth"
-cd "$work/fersynth"
-export PATH="$repo/.venv/bin:$PATH"
+# shellcheck source=benchmarks/fresh_clone.sh
+source "$(dirname "$0")/fresh_clone.sh"
 overrides=("$@")
 
 experiment() {
