@@ -1,20 +1,28 @@
-"""Shared fixtures: the read-only FER data beside the checkout, and small synthetic datasets."""
+"""Shared fixtures: the read-only FER data beside the checkout, small synthetic datasets, stage runs."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from fersynth.config import CANONICAL_CLASSES
 from fersynth.datasets.format import Dataset
+from stages.cli import app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FERSYNTH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def run_stage(arguments: Sequence[str]) -> tuple[int, str]:
+    """Run `fersynth <arguments>` in-process: exit code and output without whitespace (rich wraps long paths)."""
+    result = CliRunner().invoke(app, list(arguments))
+    return result.exit_code, "".join(result.output.split())
 
 
 def shared_file(name: str) -> Path:

@@ -4,28 +4,22 @@ import json
 from pathlib import Path
 
 import yaml
-from typer.testing import CliRunner
 
 from fersynth.datasets.format import IMAGES_FILE, read_dataset, write_dataset
-from stages.cli import app
 
-from .conftest import make_dataset
-
-runner = CliRunner()
+from .conftest import make_dataset, run_stage
 
 
 def invoke(root: Path, input_dir: Path, out: str, variants: int = 2) -> tuple[int, str]:
     params = {"common": {"seed": 3}, "augment_offline": {"variants_per_image": variants}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    result = runner.invoke(
-        app,
+    return run_stage(
         [
             "augment-offline",
             *("--input", str(input_dir), "--out", str(root / out)),
             *("--metrics", str(root / f"{out}.json"), "--params", str(root / "params.yaml")),
-        ],
+        ]
     )
-    return result.exit_code, "".join(result.output.split())  # rich wraps long paths: compare without whitespace
 
 
 def test_augment_stage_writes_variants_and_metrics_reproducibly(tmp_path: Path) -> None:

@@ -7,15 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from fersynth.datasets.format import IMAGES_FILE, read_dataset, write_dataset
-from stages.cli import app
 
-from .conftest import make_dataset
+from .conftest import make_dataset, run_stage
 from .test_calibration import synthetic_rows
 
-runner = CliRunner()
 PARAMS = {
     "common": {"seed": 0, "image_size": 16},
     "calibrate": {
@@ -33,17 +30,15 @@ def write_inputs(root: Path, generated: int = 14) -> None:
 
 
 def invoke(root: Path) -> tuple[int, str]:
-    result = runner.invoke(
-        app,
+    return run_stage(
         [
             "calibrate",
             *("--input", str(root / "generated"), "--real", str(root / "aligned")),
             *("--out", str(root / "calibrated"), "--teachers", str(root / "teachers")),
             *("--metrics", str(root / "calibrate.json"), "--histogram", str(root / "plots" / "confidence.png")),
             *("--params", str(root / "params.yaml")),
-        ],
+        ]
     )
-    return result.exit_code, "".join(result.output.split())  # rich wraps long paths: compare without whitespace
 
 
 def test_calibrate_stage_writes_outputs_and_reuses_teachers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

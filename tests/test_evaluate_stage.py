@@ -10,17 +10,14 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from typer.testing import CliRunner
 
 from fersynth.config import CANONICAL_CLASSES, ClassifierConfig
 from fersynth.datasets.format import write_dataset
 from fersynth.models import build_classifier
 from fersynth.training import MODEL_FILE, save_classifier
-from stages.cli import app
 
-from .conftest import make_dataset
+from .conftest import make_dataset, run_stage
 
-runner = CliRunner()
 TEST_IMAGES = 7  # make_dataset(per_class=3): every third row is a test row
 
 
@@ -52,8 +49,7 @@ def _write_params(workdir: Path, extra_sets: dict[str, dict[str, str]], image_si
 def _evaluate(*overrides: str) -> tuple[int, str]:
     arguments = ["evaluate", "--model", "model", "--input", "aligned", "--metrics", "evaluate.json"]
     arguments += ["--confusion", "confusion", "--params", "params.yaml", *overrides]
-    result = runner.invoke(app, arguments)
-    return result.exit_code, "".join(result.output.split())  # rich wraps long paths: compare without whitespace
+    return run_stage(arguments)
 
 
 def test_evaluate_scores_the_test_split(workdir: Path) -> None:

@@ -4,29 +4,23 @@ import json
 from pathlib import Path
 
 import yaml
-from typer.testing import CliRunner
 
 from fersynth.datasets.format import read_dataset, write_dataset
 from fersynth.faces import OUTCOMES_FILE
-from stages.cli import app
 
-from .conftest import make_dataset
-
-runner = CliRunner()
+from .conftest import make_dataset, run_stage
 
 
 def invoke(root: Path, input_dir: Path, face_align: dict[str, object]) -> tuple[int, str]:
     params = {"common": {"image_size": 32, "channels": 3}, "face_align": face_align}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    result = runner.invoke(
-        app,
+    return run_stage(
         [
             "face-align",
             *("--input", str(input_dir), "--out", str(root / "aligned")),
             *("--metrics", str(root / "face_align.json"), "--params", str(root / "params.yaml")),
-        ],
+        ]
     )
-    return result.exit_code, "".join(result.output.split())  # rich wraps long paths: compare without whitespace
 
 
 def test_face_align_stage_resizes_and_reports_every_image(tmp_path: Path) -> None:

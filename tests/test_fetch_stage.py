@@ -8,32 +8,27 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from fersynth.config import CANONICAL_CLASSES, FetchConfig
 from fersynth.datasets.fetch import fetch_dataset
 from fersynth.datasets.format import read_dataset
 from fersynth.errors import DataError
-from stages.cli import app
 
+from .conftest import run_stage
 from .test_sources import png, write_tree
-
-runner = CliRunner()
 
 SMALL_DEMO = {"source": "demo", "demo_train": 70, "demo_val": 14, "demo_test": 14}
 
 
 def invoke(root: Path, params: dict[str, Any]) -> tuple[int, str]:
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    result = runner.invoke(
-        app,
+    return run_stage(
         [
             "fetch",
             *("--out", str(root / "fetched"), "--metrics", str(root / "fetch.json")),
             *("--params", str(root / "params.yaml")),
-        ],
+        ]
     )
-    return result.exit_code, "".join(result.output.split())  # rich wraps long paths: compare without whitespace
 
 
 def test_fetch_demo_writes_dataset_and_flat_metrics(tmp_path: Path) -> None:

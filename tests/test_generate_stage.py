@@ -7,17 +7,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
 from fersynth.config import CANONICAL_CLASSES
 from fersynth.datasets.format import read_dataset, write_dataset
 from fersynth.gan.generator import GanGenerator
 from fersynth.gan.models import GanArchitecture, Generator
-from stages.cli import app
 
-from .conftest import make_dataset
-
-runner = CliRunner()
+from .conftest import make_dataset, run_stage
 
 
 @pytest.fixture
@@ -41,8 +37,7 @@ def invoke(tmp_path: Path, **generate: object) -> tuple[int, str]:
         "--metrics", str(tmp_path / "generate.json"),
         "--params", str(tmp_path / "params.yaml"),
     ]  # fmt: skip
-    result = runner.invoke(app, arguments)
-    return result.exit_code, "".join(result.output.split())  # rich wraps long paths: compare without whitespace
+    return run_stage(arguments)
 
 
 def test_generates_the_planned_counts(workspace: Path) -> None:

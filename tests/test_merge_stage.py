@@ -6,14 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from typer.testing import CliRunner
 
 from fersynth.datasets.format import Dataset, read_dataset, write_dataset
-from stages.cli import app
 
-from .conftest import make_dataset
-
-runner = CliRunner()
+from .conftest import make_dataset, run_stage
 
 
 def write_inputs(root: Path, offline_origin_split: str = "train") -> None:
@@ -43,17 +39,15 @@ def write_inputs(root: Path, offline_origin_split: str = "train") -> None:
 
 
 def invoke(root: Path) -> tuple[int, str]:
-    result = runner.invoke(
-        app,
+    return run_stage(
         [
             "merge",
             *("--real", str(root / "aligned"), "--offline", str(root / "offline")),
             *("--synthetic", str(root / "calibrated"), "--out", str(root / "merged")),
             *("--metrics", str(root / "merge.json"), "--counts-plot", str(root / "merge_counts.json")),
             *("--params", str(root / "params.yaml")),
-        ],
+        ]
     )
-    return result.exit_code, "".join(result.output.split())  # rich wraps long paths: compare without whitespace
 
 
 def test_merge_stage_writes_training_set_and_metrics(tmp_path: Path) -> None:

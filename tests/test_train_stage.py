@@ -7,15 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from fersynth.datasets.format import write_dataset
 from fersynth.training import load_classifier
-from stages.cli import app
 
-from .conftest import make_dataset
+from .conftest import make_dataset, run_stage
 
-runner = CliRunner()
 METRIC_KEYS = {
     "best_epoch",
     "best_val_macro_f1",
@@ -42,8 +39,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _train(workdir: Path, *overrides: str, out: str = "model") -> tuple[int, str]:
     arguments = ["train", "--train", "merged", "--val", "aligned", "--out", out, "--metrics", f"{out}.json"]
     arguments += ["--live", f"{out}_live", "--params", "params.yaml", *overrides]
-    result = runner.invoke(app, arguments)
-    return result.exit_code, "".join(result.output.split())  # rich wraps long paths: compare without whitespace
+    return run_stage(arguments)
 
 
 def test_train_writes_model_metrics_and_curves(workdir: Path) -> None:
