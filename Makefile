@@ -1,32 +1,46 @@
-# Two entry points: `make run` (demo pipeline) and `make test` (test suite).
-# Both create .venv on first use; nothing is downloaded at run time.
+# Two entry points: `make run` (demo pipeline) and `make test` (test suite). Both work from a
+# clean shell: they create .venv on first use and put .venv/bin on PATH for every command they
+# run, since DVC starts each stage's `fersynth ...` with the caller's PATH.
+# Nothing is downloaded at run time.
 PYTHON ?= python3
 VENV := .venv
-BIN := $(VENV)/bin
+BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test check-baseline lint lock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every package (transitive ones included) to what CI tested; it is
+# installed with --no-deps, so facenet-pytorch (MTCNN, weights inside the wheel) can sit in
+# it although its metadata pins an old torch it does not need.
+$(STAMP): pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
-	# MTCNN face detector; its metadata pins an old torch it does not need.
-	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/dvc repro
+	dvc repro
 
 test: $(STAMP)
-	$(BIN)/ruff check src stages tests
-	$(BIN)/pytest
+	ruff check src stages tests benchmarks .ci
+	pytest
+
+# After `make run` on a fresh clone: the headline metrics agree with the committed baseline.
+check-baseline: $(STAMP)
+	python .ci/check_baseline.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src stages tests
-	$(BIN)/ruff format --check src stages tests
+	ruff check src stages tests benchmarks .ci
+	ruff format --check src stages tests benchmarks .ci
+
+# Regenerate the lock after changing dependencies in pyproject.toml (then commit it).
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock
 
 clean:
 	rm -rf data/fetched data/aligned data/offline data/generated data/calibrated data/merged models/gan models/gan_checkpoints models/classifier models/teachers

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -15,13 +16,24 @@ from rich.logging import RichHandler
 
 from fersynth.config import Params, load_params
 from fersynth.errors import FersynthError, ParamsError
+from fersynth.io import write_json
+from fersynth.reporting import headline_metrics, run_environment
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 error_console = Console(stderr=True)
 
+# Where external inputs live, by kind; the stages that read them list these folders as deps in dvc.yaml.
+TRACKED_INPUT_DIRS: Mapping[str, Path] = {"dataset": Path("data/raw"), "weights": Path("models/pretrained")}
+
 ParamsOption = Annotated[Path, typer.Option("--params", help="Pipeline parameters (YAML); validated as a whole.")]
+DiagnosticsOption = Annotated[
+    Path, typer.Option("--diagnostics", help="Plain JSON: every number this stage measured (not a DVC metric).")
+]
+MetricsOption = Annotated[
+    Path, typer.Option("--metrics", help="Headline figures as flat JSON: the stage's declared DVC metrics.")
+]
 
 
 def read_params(path: Path) -> Params:
@@ -34,7 +46,47 @@ def read_params(path: Path) -> Params:
         raise ParamsError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
-    return load_params(raw, source=str(path))
+    params = load_params(raw, source=str(path))
+    check_tracked_inputs(params, repo_root=path.parent)
+    return params
+
+
+def check_tracked_inputs(params: Params, repo_root: Path) -> None:
+    """Refuse an external input outside the folder its stages depend on in dvc.yaml.
+
+    DVC hashes a stage's deps to decide what to rerun; a dataset or weights file elsewhere would
+    change without any stage noticing (and would never reach the DVC remote).
+    """
+    for given in params.external_inputs():
+        folder = TRACKED_INPUT_DIRS[given.kind]
+        lexical = Path(os.path.normpath(repo_root / given.path))
+        if not lexical.is_relative_to(os.path.normpath(repo_root / folder)):
+            raise ParamsError(
+                f"{given.key}: {given.path} is outside {folder}/, so DVC would not see it change. "
+                f"Bring it in first, e.g. `dvc import-url {given.path} {folder}/{Path(given.path).name}` "
+                f"(or copy it there and `dvc add` it), then set {given.key}={folder}/{Path(given.path).name}"
+            )
+
+
+def write_stage_metrics(
+    stage: str,
+    measured: Mapping[str, Any],
+    diagnostics: Path,
+    headline: Path | None = None,
+    *,
+    record_environment: bool = False,
+) -> None:
+    """All numbers to `diagnostics`; the headline subset (fersynth.reporting) to `headline`.
+
+    `record_environment` adds thread count, device and library versions to the diagnostics,
+    for stages whose numbers depend on them.
+    """
+    everything = dict(measured)
+    if record_environment:
+        everything["environment"] = run_environment()
+    write_json(diagnostics, everything)
+    if headline is not None:
+        write_json(headline, headline_metrics(stage, measured))
 
 
 def stage_command(function: Callable[P, R]) -> Callable[P, R]:

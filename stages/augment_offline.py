@@ -9,22 +9,18 @@ import typer
 
 from fersynth.augment import augment_metrics, augment_offline
 from fersynth.datasets.format import read_dataset, write_dataset
-from fersynth.io import write_json
-from stages._common import ParamsOption, read_params, stage_command
+from stages._common import DiagnosticsOption, ParamsOption, read_params, stage_command, write_stage_metrics
 
 
 @stage_command
 def command(
     input_dir: Annotated[
         Path, typer.Option("--input", help="Aligned dataset (face-align output); only its train split is augmented.")
-    ] = Path("data/aligned"),
+    ],
     out: Annotated[
         Path, typer.Option("--out", help="Directory for the variants (source 'offline', origin = the real image).")
-    ] = Path("data/offline"),
-    metrics: Annotated[
-        Path,
-        typer.Option("--metrics", help="Flat JSON: variants per image, training images, variants written per class."),
-    ] = Path("metrics/augment_offline.json"),
+    ],
+    diagnostics: DiagnosticsOption,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
@@ -32,4 +28,4 @@ def command(
     config = params.augment_offline
     augmented = augment_offline(dataset, config, params.common.seed)
     write_dataset(augmented, out, preview_title=f"offline variants ({config.variants_per_image} per training image)")
-    write_json(metrics, augment_metrics(dataset, augmented, config))
+    write_stage_metrics("augment-offline", augment_metrics(dataset, augmented, config), diagnostics)

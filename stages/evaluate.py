@@ -7,28 +7,27 @@ from typing import Annotated
 
 import typer
 
-from fersynth.evaluation import evaluate_classifier, write_evaluation
-from stages._common import ParamsOption, read_params, stage_command
+from fersynth.evaluation import evaluate_classifier, write_confusion
+from stages._common import (
+    DiagnosticsOption,
+    MetricsOption,
+    ParamsOption,
+    read_params,
+    stage_command,
+    write_stage_metrics,
+)
 
 
 @stage_command
 def command(
-    model: Annotated[Path, typer.Option("--model", help="Trained classifier directory (train output).")] = Path(
-        "models/classifier"
-    ),
-    input_dir: Annotated[Path, typer.Option("--input", help="Aligned real images; their test split is scored.")] = Path(
-        "data/aligned"
-    ),
-    metrics: Annotated[
-        Path,
-        typer.Option(
-            "--metrics", help="Flat JSON: test-set accuracy, UAR, macro-F1, per-class scores; extra sets nested."
-        ),
-    ] = Path("metrics/evaluate.json"),
+    model: Annotated[Path, typer.Option("--model", help="Trained classifier directory (train output).")],
+    input_dir: Annotated[Path, typer.Option("--input", help="Aligned real images; their test split is scored.")],
+    metrics: MetricsOption,
+    diagnostics: DiagnosticsOption,
     confusion: Annotated[
         Path,
         typer.Option("--confusion", help="Directory of <set>.json actual/predicted rows for DVC's confusion plot."),
-    ] = Path("metrics/confusion"),
+    ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
@@ -41,4 +40,5 @@ def command(
         params.evaluate,
         params.face_align,
     )
-    write_evaluation(evaluation, metrics, confusion)
+    write_confusion(evaluation, confusion)
+    write_stage_metrics("evaluate", evaluation.metrics, diagnostics, metrics, record_environment=True)

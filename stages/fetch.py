@@ -9,18 +9,24 @@ import typer
 
 from fersynth.datasets.fetch import class_count_table, fetch_dataset, fetch_metrics
 from fersynth.datasets.format import write_dataset
-from fersynth.io import write_json
-from stages._common import ParamsOption, error_console, read_params, stage_command
+from stages._common import (
+    DiagnosticsOption,
+    ParamsOption,
+    error_console,
+    read_params,
+    stage_command,
+    write_stage_metrics,
+)
 
 
 @stage_command
 def command(
     out: Annotated[Path, typer.Option(help="Dataset directory to write (images.npy, manifest.csv, preview.png).")],
-    metrics: Annotated[Path, typer.Option(help="JSON file for class counts, dropped labels and duplicates.")],
+    diagnostics: DiagnosticsOption,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
     result = fetch_dataset(params.fetch, params.common.classes, params.common.seed)
     error_console.print(class_count_table(result.dataset))
     write_dataset(result.dataset, out, preview_title=f"fetch: {params.fetch.source}")
-    write_json(metrics, fetch_metrics(result))
+    write_stage_metrics("fetch", fetch_metrics(result), diagnostics)

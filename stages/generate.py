@@ -15,22 +15,17 @@ from fersynth.generation import (
     generate_metrics,
     plan_counts,
 )
-from fersynth.io import write_json
-from stages._common import ParamsOption, read_params, stage_command
+from stages._common import DiagnosticsOption, ParamsOption, read_params, stage_command, write_stage_metrics
 
 
 @stage_command
 def command(
-    generator: Annotated[
-        Path, typer.Option("--generator", help="Directory holding generator.pt (train-gan output).")
-    ] = Path("models/gan"),
+    generator: Annotated[Path, typer.Option("--generator", help="Directory holding generator.pt (train-gan output).")],
     reference: Annotated[
         Path, typer.Option("--reference", help="Aligned real images; their train-split class counts set the targets.")
-    ] = Path("data/aligned"),
-    out: Annotated[Path, typer.Option("--out", help="Directory for the generated dataset.")] = Path("data/generated"),
-    metrics: Annotated[
-        Path, typer.Option("--metrics", help="Flat JSON: images planned per class and in total.")
-    ] = Path("metrics/generate.json"),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the generated dataset.")],
+    diagnostics: DiagnosticsOption,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
@@ -40,4 +35,4 @@ def command(
     check_reference_shape(backend, real.images.shape[1:], generator)
     dataset = generate_dataset(backend, plan, params.common.seed, params.generate.batch_size)
     write_dataset(dataset, out, preview_title=f"generated ({params.generate.backend}, {params.generate.target})")
-    write_json(metrics, generate_metrics(plan))
+    write_stage_metrics("generate", generate_metrics(plan), diagnostics)

@@ -10,31 +10,33 @@ import typer
 from fersynth.datasets.format import write_dataset
 from fersynth.io import write_json
 from fersynth.merging import merge_directories
-from stages._common import ParamsOption, read_params, stage_command
+from stages._common import (
+    DiagnosticsOption,
+    MetricsOption,
+    ParamsOption,
+    read_params,
+    stage_command,
+    write_stage_metrics,
+)
 
 
 @stage_command
 def command(
     real: Annotated[
         Path, typer.Option("--real", help="Aligned real images (face-align output); only the train split enters.")
-    ] = Path("data/aligned"),
-    offline: Annotated[
-        Path, typer.Option("--offline", help="Offline-augmented variants of the real training images.")
-    ] = Path("data/offline"),
-    synthetic: Annotated[
-        Path, typer.Option("--synthetic", help="Calibrated synthetic images (calibrate output).")
-    ] = Path("data/calibrated"),
-    out: Annotated[Path, typer.Option("--out", help="Directory for the merged training set.")] = Path("data/merged"),
-    metrics: Annotated[
-        Path, typer.Option("--metrics", help="Flat JSON: per-class counts before/after, shortfalls, synthetic share.")
-    ] = Path("metrics/merge.json"),
+    ],
+    offline: Annotated[Path, typer.Option("--offline", help="Offline-augmented variants of the real training images.")],
+    synthetic: Annotated[Path, typer.Option("--synthetic", help="Calibrated synthetic images (calibrate output).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the merged training set.")],
+    metrics: MetricsOption,
+    diagnostics: DiagnosticsOption,
     counts_plot: Annotated[
         Path, typer.Option("--counts-plot", help="Class counts before/after as JSON rows for DVC's bar plot.")
-    ] = Path("metrics/merge_counts.json"),
+    ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
     result = merge_directories(real, offline, synthetic, params.merge, params.common.classes, params.common.seed)
     write_dataset(result.dataset, out, preview_title=f"merged training set ({params.merge.policy})")
-    write_json(metrics, result.metrics())
+    write_stage_metrics("merge", result.metrics(), diagnostics, metrics)
     write_json(counts_plot, result.counts_plot_rows())

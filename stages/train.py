@@ -7,32 +7,36 @@ from typing import Annotated
 
 import typer
 
-from fersynth.io import atomic_directory, write_json
+from fersynth.io import atomic_directory
 from fersynth.training import MODEL_FILE, save_classifier, train_from_directories
-from stages._common import ParamsOption, read_params, stage_command
+from stages._common import (
+    DiagnosticsOption,
+    MetricsOption,
+    ParamsOption,
+    read_params,
+    stage_command,
+    write_stage_metrics,
+)
 
 
 @stage_command
 def command(
     train: Annotated[
         Path, typer.Option("--train", help="Training images (merge output); every row is used, whatever its split.")
-    ] = Path("data/merged"),
+    ],
     val: Annotated[
         Path, typer.Option("--val", help="Real aligned images; the epoch with the best val-split macro-F1 is kept.")
-    ] = Path("data/aligned"),
-    out: Annotated[Path, typer.Option("--out", help=f"Directory for the trained classifier ({MODEL_FILE}).")] = Path(
-        "models/classifier"
-    ),
-    metrics: Annotated[
-        Path, typer.Option("--metrics", help="Flat JSON: best epoch, its val macro-F1/accuracy, data and model size.")
-    ] = Path("metrics/train.json"),
+    ],
+    out: Annotated[Path, typer.Option("--out", help=f"Directory for the trained classifier ({MODEL_FILE}).")],
+    metrics: MetricsOption,
+    diagnostics: DiagnosticsOption,
     live: Annotated[
         Path, typer.Option("--live", help="dvclive directory for per-epoch loss, val metrics and lr curves.")
-    ] = Path("metrics/train_live"),
+    ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
     run = train_from_directories(train, val, params.common.classes, params.train, params.common.seed, live)
     with atomic_directory(out) as staging:
         save_classifier(staging / MODEL_FILE, run.fit.model, params.train, run.classes, run.image_shape)
-    write_json(metrics, run.metrics())
+    write_stage_metrics("train", run.metrics(), diagnostics, metrics, record_environment=True)

@@ -11,34 +11,24 @@ from dvclive import Live
 from fersynth.datasets.format import read_dataset
 from fersynth.gan.generator import GENERATOR_FILE
 from fersynth.gan.training import train_gan
-from fersynth.io import atomic_directory, atomic_write_bytes, write_json
-from stages._common import ParamsOption, read_params, stage_command
+from fersynth.io import atomic_directory, atomic_write_bytes
+from stages._common import DiagnosticsOption, ParamsOption, read_params, stage_command, write_stage_metrics
 
 
 @stage_command
 def command(
-    input_dir: Annotated[
-        Path, typer.Option("--input", help="Aligned dataset; only its train split trains the GAN.")
-    ] = Path("data/aligned"),
+    input_dir: Annotated[Path, typer.Option("--input", help="Aligned dataset; only its train split trains the GAN.")],
     offline: Annotated[
         Path, typer.Option("--offline", help="Offline-augmented variants, read only when train_gan.use_offline.")
-    ] = Path("data/offline"),
-    out: Annotated[Path, typer.Option("--out", help=f"Directory for {GENERATOR_FILE} (EMA weights).")] = Path(
-        "models/gan"
-    ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help=f"Directory for {GENERATOR_FILE} (EMA weights).")],
     checkpoints: Annotated[
         Path,
         typer.Option("--checkpoints", help="Resumable training state; a rerun with the same params continues it."),
-    ] = Path("models/gan_checkpoints"),
-    metrics: Annotated[
-        Path, typer.Option("--metrics", help="Flat JSON: final-epoch losses, epochs, images seen.")
-    ] = Path("metrics/train_gan.json"),
-    live: Annotated[Path, typer.Option("--live", help="dvclive directory for per-epoch loss curves.")] = Path(
-        "metrics/train_gan_live"
-    ),
-    samples: Annotated[Path, typer.Option("--samples", help="PNG sample grid: one row per class, fixed noise.")] = Path(
-        "metrics/plots/gan_samples.png"
-    ),
+    ],
+    diagnostics: DiagnosticsOption,
+    live: Annotated[Path, typer.Option("--live", help="dvclive directory for per-epoch loss curves.")],
+    samples: Annotated[Path, typer.Option("--samples", help="PNG sample grid: one row per class, fixed noise.")],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
@@ -51,4 +41,4 @@ def command(
     with atomic_directory(out) as staging:
         result.generator.save(staging / GENERATOR_FILE)
     atomic_write_bytes(samples, result.generator.sample_grid(seed))
-    write_json(metrics, result.metrics())
+    write_stage_metrics("train-gan", result.metrics(), diagnostics, record_environment=True)

@@ -17,7 +17,7 @@ def invoke(root: Path, input_dir: Path, out: str, variants: int = 2) -> tuple[in
         [
             "augment-offline",
             *("--input", str(input_dir), "--out", str(root / out)),
-            *("--metrics", str(root / f"{out}.json"), "--params", str(root / "params.yaml")),
+            *("--diagnostics", str(root / f"{out}.json"), "--params", str(root / "params.yaml")),
         ]
     )
 

@@ -35,7 +35,14 @@ def invoke(root: Path) -> tuple[int, str]:
             "calibrate",
             *("--input", str(root / "generated"), "--real", str(root / "aligned")),
             *("--out", str(root / "calibrated"), "--teachers", str(root / "teachers")),
-            *("--metrics", str(root / "calibrate.json"), "--histogram", str(root / "plots" / "confidence.png")),
+            *(
+                "--diagnostics",
+                str(root / "calibrate.json"),
+                "--metrics",
+                str(root / "headline.json"),
+                "--histogram",
+                str(root / "plots" / "confidence.png"),
+            ),
             *("--params", str(root / "params.yaml")),
         ]
     )
@@ -92,3 +99,36 @@ def test_calibrate_stage_names_mismatched_image_size(tmp_path: Path) -> None:
     assert code == 1
     assert "".join(f"{tmp_path / 'generated'}: images are (8, 8, 1)".split()) in output
     assert np.load(tmp_path / "aligned" / IMAGES_FILE).shape[1] == 16  # inputs untouched
+
+
+def write_calibrate_params(root: Path, **calibrate: object) -> None:
+    (root / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "calibrate": {**PARAMS["calibrate"], **calibrate}}))
+
+
+def test_calibrate_stage_quota_keeps_one_per_class_and_prints_the_table(tmp_path: Path) -> None:
+    write_inputs(tmp_path)  # two images generated per class
+    write_calibrate_params(tmp_path, selection="quota", quota_per_class=1)
+    code, output = invoke(tmp_path)
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "calibrate.json").read_text())
+    classes = make_dataset().classes
+    assert [metrics[f"accepted_{name}"] for name in classes] == [1] * 7
+    assert metrics["classes_with_nothing_kept"] == 0
+    assert len(read_dataset(tmp_path / "calibrated", classes)) == 7
+    for name in classes:  # class, generated, kept, acceptance (the output has no whitespace)
+        assert f"│{name}│2│1│50.0%│" in output
+    assert "│total│14│7│50.0%│" in output
+
+
+def test_calibrate_stage_warns_of_classes_that_kept_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_inputs(tmp_path)
+    write_calibrate_params(tmp_path, threshold=1.0)  # no softmax of a one-epoch teacher reaches 1
+    with caplog.at_level(logging.WARNING, logger="fersynth.calibration"):
+        code, output = invoke(tmp_path)
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "calibrate.json").read_text())
+    assert metrics["accepted_total"] == 0 and metrics["classes_with_nothing_kept"] == 7
+    warned = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warned) == 7
+    assert warned[1].startswith("none of the 2 images generated as disgust was kept: the teachers gave them at most ")
+    assert "│disgust│2│0│0.0%│" in output

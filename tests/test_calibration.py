@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+import logging
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -7,15 +9,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from fersynth import calibration
 from fersynth.calibration import (
+    ValScores,
+    acceptance_table,
     apply_decision,
     calibrate,
     calibration_metrics,
     confidence_histogram_png,
     decide,
     load_or_train_teachers,
+    precision_thresholds,
+    teacher_val_recall,
 )
 from fersynth.config import CalibrateConfig, ClassifierConfig
 from fersynth.datasets.format import Dataset
@@ -37,6 +44,25 @@ PROBA = np.array(
     dtype=np.float32,
 )
 INTENDED = np.array([0, 0, 0, 1, 2, 2], dtype=np.int64)
+# Teacher probabilities of seven real val images and their true classes. Ranked by p_angry, the labels
+# read 0 0 1 0 0 2 1: precision 1, 1, 2/3, 3/4, 4/5, 4/6, 4/7 at the cuts 0.9 ... 0.3. Ranked by p_happy,
+# 0.6 (1), 0.3 (0), 0.2 (1), then three tied at 0.1 (0, 0, 2) and 0.05 (0).
+VAL = ValScores(
+    proba=np.array(
+        [
+            [0.90, 0.05, 0.05],
+            [0.80, 0.10, 0.10],
+            [0.70, 0.20, 0.10],
+            [0.60, 0.30, 0.10],
+            [0.50, 0.10, 0.40],
+            [0.40, 0.10, 0.50],
+            [0.30, 0.60, 0.10],
+        ],
+        dtype=np.float32,
+    ),
+    labels=np.array([0, 0, 1, 0, 0, 2, 1], dtype=np.int64),
+    classes=CLASSES,
+)
 TINY_TEACHER = ClassifierConfig(arch="linear", epochs=1, batch_size=8, flip_augment=False, shift_augment=0)
 
 
@@ -55,7 +81,7 @@ def synthetic_rows(count: int, size: int = 8, seed: int = 5) -> Dataset:
 
 
 def test_filter_keeps_exactly_confident_agreeing_images() -> None:
-    decision = decide(PROBA, INTENDED, "filter", threshold=0.5)
+    decision = decide(PROBA, INTENDED, CalibrateConfig(threshold=0.5))
     assert decision.keep.tolist() == [True, False, False, True, False, True]
     assert decision.labels.tolist() == INTENDED.tolist()
     np.testing.assert_allclose(decision.confidence, [0.8, 0.4, 0.1, 0.5, 0.4, 0.9])
@@ -63,22 +89,109 @@ def test_filter_keeps_exactly_confident_agreeing_images() -> None:
 
 
 def test_filter_threshold_zero_still_requires_agreement() -> None:
-    assert decide(PROBA, INTENDED, "filter", threshold=0.0).keep.tolist() == [True, True, False, True, True, True]
+    assert decide(PROBA, INTENDED, CalibrateConfig(threshold=0.0)).keep.tolist() == [
+        True,
+        True,
+        False,
+        True,
+        True,
+        True,
+    ]
 
 
 def test_relabel_keeps_all_with_teacher_argmax() -> None:
-    decision = decide(PROBA, INTENDED, "relabel", threshold=0.9)
+    decision = decide(PROBA, INTENDED, CalibrateConfig(policy="relabel", threshold=0.9))
     assert decision.keep.all()
     assert decision.labels.tolist() == [0, 0, 1, 1, 2, 2]
     np.testing.assert_allclose(decision.confidence, [0.8, 0.4, 0.7, 0.5, 0.4, 0.9])
 
 
 def test_soft_keeps_confident_images_with_probability_vectors() -> None:
-    decision = decide(PROBA, INTENDED, "soft", threshold=0.5)
+    decision = decide(PROBA, INTENDED, CalibrateConfig(policy="soft", threshold=0.5))
     assert decision.keep.tolist() == [True, False, True, True, False, True]
     assert decision.labels.tolist() == [0, 0, 1, 1, 2, 2]
     np.testing.assert_array_equal(decision.soft_labels, PROBA)
-    assert decide(PROBA, INTENDED, "soft", threshold=0.0).keep.all()
+    assert decide(PROBA, INTENDED, CalibrateConfig(policy="soft", threshold=0.0)).keep.all()
+
+
+def test_threshold_selection_holds_every_class_to_the_threshold() -> None:
+    assert decide(PROBA, INTENDED, CalibrateConfig(threshold=0.5)).thresholds.tolist() == [0.5, 0.5, 0.5]
+    assert decide(PROBA, INTENDED, CalibrateConfig(policy="relabel")).thresholds.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_quota_keeps_the_most_probable_images_of_each_class_above_the_floor() -> None:
+    # Eight images generated as angry with these angry probabilities, two as happy.
+    angry = np.array([0.30, 0.90, 0.50, 0.70, 0.20, 0.60, 0.05, 0.65], dtype=np.float32)
+    happy = np.array([0.10, 0.45], dtype=np.float32)
+    proba = np.zeros((10, 3), dtype=np.float32)
+    proba[:8, 0], proba[:8, 2] = angry, 1 - angry
+    proba[8:, 1], proba[8:, 2] = happy, 1 - happy
+    intended = np.array([0] * 8 + [1] * 2, dtype=np.int64)
+
+    decision = decide(proba, intended, CalibrateConfig(selection="quota", quota_per_class=3))
+    assert np.flatnonzero(decision.keep).tolist() == [1, 3, 7, 8, 9]  # 0.9, 0.7, 0.65; happy has only two
+    np.testing.assert_allclose(decision.thresholds, [0.65, 0.10, 0.0])  # cut-offs: last kept score, else the floor
+
+    floored = decide(proba, intended, CalibrateConfig(selection="quota", quota_per_class=3, confidence_floor=0.68))
+    assert np.flatnonzero(floored.keep).tolist() == [1, 3]
+    np.testing.assert_allclose(floored.thresholds, [0.7, 0.68, 0.68])
+
+
+def test_quota_ranks_by_intended_probability_whatever_the_argmax() -> None:
+    # Image 2 was meant as angry, the teachers' argmax is happy: quota still keeps it, labelled angry.
+    decision = decide(PROBA, INTENDED, CalibrateConfig(selection="quota", quota_per_class=3))
+    assert decision.keep.tolist() == [True, True, True, True, True, True]
+    assert decision.labels.tolist() == INTENDED.tolist()
+    ties = np.array([[0.4, 0.6], [0.4, 0.6], [0.4, 0.6]], dtype=np.float32)
+    tied = decide(ties, np.zeros(3, dtype=np.int64), CalibrateConfig(selection="quota", quota_per_class=2))
+    assert tied.keep.tolist() == [True, True, False]  # equal scores: the earlier images
+
+
+def test_quota_under_soft_keeps_probability_vectors() -> None:
+    decision = decide(PROBA, INTENDED, CalibrateConfig(policy="soft", selection="quota", quota_per_class=1))
+    assert decision.keep.tolist() == [True, False, False, True, False, True]
+    assert decision.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    np.testing.assert_array_equal(decision.soft_labels, PROBA)
+
+
+def test_precision_thresholds_are_the_lowest_cut_reaching_the_target() -> None:
+    # angry: 4/6 at 0.4 (4/7 at 0.3); 4/5 at 0.5 although 0.7 only reaches 2/3. happy: 0.2 (2/3), as the
+    # tie at 0.1 is cut as a whole (2/6), never after its first image (2/4). sad: 0.5 (1/1), then 1/2.
+    np.testing.assert_allclose(precision_thresholds(VAL, 0.6, fallback=0.5, floor=0.0), [0.4, 0.2, 0.5])
+    np.testing.assert_allclose(precision_thresholds(VAL, 0.75, fallback=0.5, floor=0.0), [0.5, 0.6, 0.5])
+    np.testing.assert_allclose(precision_thresholds(VAL, 0.9, fallback=0.5, floor=0.0), [0.8, 0.6, 0.5])
+    np.testing.assert_allclose(precision_thresholds(VAL, 0.75, fallback=0.5, floor=0.55), [0.55, 0.6, 0.55])
+
+
+def test_precision_falls_back_to_the_threshold_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    no_sad = replace(VAL, labels=np.array([0, 0, 1, 0, 0, 1, 1], dtype=np.int64))
+    with caplog.at_level(logging.WARNING, logger="fersynth.calibration"):
+        thresholds = precision_thresholds(no_sad, 0.75, fallback=0.35, floor=0.0)
+    np.testing.assert_allclose(thresholds, [0.5, 0.6, 0.35])
+    assert [record.getMessage() for record in caplog.records] == [
+        "teachers never reach precision 0.75 for sad on real val (best 0.00): using threshold 0.35"
+    ]
+
+
+def test_precision_selection_keeps_images_at_their_class_threshold() -> None:
+    config = CalibrateConfig(selection="precision", target_precision=0.75)
+    decision = decide(PROBA, INTENDED, config, VAL)
+    # thresholds 0.5, 0.6, 0.5; the intended probabilities are 0.8 0.4 0.1 | 0.5 | 0.4 0.9
+    assert decision.keep.tolist() == [True, False, False, False, False, True]
+    np.testing.assert_allclose(decision.thresholds, [0.5, 0.6, 0.5])
+    with pytest.raises(ValueError, match="needs the teachers' scores on real val"):
+        decide(PROBA, INTENDED, config)
+
+
+def test_teacher_val_recall_per_class() -> None:
+    # argmax: 0 0 0 0 0 2 1 for labels 0 0 1 0 0 2 1
+    assert teacher_val_recall(VAL) == {
+        "teacher_val_recall_angry": 1.0,
+        "teacher_val_recall_happy": 0.5,
+        "teacher_val_recall_sad": 1.0,
+    }
+    no_sad = replace(VAL, labels=np.array([0, 0, 1, 0, 0, 1, 1], dtype=np.int64))
+    assert math.isnan(teacher_val_recall(no_sad)["teacher_val_recall_sad"])
 
 
 def test_apply_decision_keeps_source_and_intended() -> None:
@@ -90,7 +203,7 @@ def test_apply_decision_keeps_source_and_intended() -> None:
         ids=np.array([f"g{n}" for n in range(6)], dtype=object),
         sources=np.full(6, "gan", dtype=object),
     )
-    kept = apply_decision(synthetic, INTENDED, decide(PROBA, INTENDED, "soft", threshold=0.5))
+    kept = apply_decision(synthetic, INTENDED, decide(PROBA, INTENDED, CalibrateConfig(policy="soft", threshold=0.5)))
     assert kept.ids.tolist() == ["g0", "g2", "g3", "g5"]
     assert kept.labels.tolist() == [0, 1, 1, 2]
     assert kept.intended.tolist() == [0, 0, 1, 2]  # g2 was meant as angry, the teachers saw happy
@@ -100,7 +213,7 @@ def test_apply_decision_keeps_source_and_intended() -> None:
 
 
 def test_metrics_on_hand_made_case() -> None:
-    metrics = calibration_metrics(PROBA, INTENDED, decide(PROBA, INTENDED, "filter", 0.5), CLASSES)
+    metrics = calibration_metrics(PROBA, INTENDED, decide(PROBA, INTENDED, CalibrateConfig(threshold=0.5)), CLASSES)
     assert metrics["generated_angry"] == 3 and metrics["accepted_angry"] == 1
     assert metrics["acceptance_rate_angry"] == pytest.approx(1 / 3)
     assert metrics["mean_confidence_angry"] == pytest.approx((0.8 + 0.4 + 0.1) / 3)
@@ -108,24 +221,66 @@ def test_metrics_on_hand_made_case() -> None:
     assert metrics["generated_sad"] == 2 and metrics["accepted_sad"] == 1
     assert metrics["generated_total"] == 6 and metrics["accepted_total"] == 3
     assert metrics["expression_accuracy"] == pytest.approx(5 / 6)
+    assert metrics["threshold_angry"] == metrics["threshold_sad"] == 0.5
+    assert metrics["classes_with_nothing_kept"] == 0
+
+
+def test_classes_generated_and_all_rejected_are_counted_and_warned(caplog: pytest.LogCaptureFixture) -> None:
+    classes = (*CLASSES, "surprise")  # surprise: nothing generated, so nothing lost
+    proba = np.hstack([PROBA, np.zeros((6, 1), dtype=np.float32)])
+    with caplog.at_level(logging.WARNING, logger="fersynth.calibration"):
+        metrics = calibration_metrics(
+            proba, INTENDED, decide(proba, INTENDED, CalibrateConfig(threshold=0.85)), classes
+        )
+    assert metrics["accepted_sad"] == 1 and metrics["accepted_surprise"] == 0
+    assert metrics["classes_with_nothing_kept"] == 2
+    assert [record.getMessage() for record in caplog.records] == [
+        "none of the 3 images generated as angry was kept: the teachers gave them at most 0.800 for angry "
+        "(threshold 0.850)",
+        "none of the 1 images generated as happy was kept: the teachers gave them at most 0.500 for happy "
+        "(threshold 0.850)",
+    ]
+
+
+def table_rows(metrics: dict[str, float | int], classes: tuple[str, ...]) -> list[list[str]]:
+    """The acceptance table's cells, row by row, as rich renders them."""
+    rendered = io.StringIO()
+    Console(file=rendered, width=200).print(acceptance_table(metrics, classes))
+    lines = rendered.getvalue().replace("┃", "│").splitlines()  # the header row has heavy borders
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+
+
+def test_acceptance_table_lists_every_class() -> None:
+    classes = (*CLASSES, "surprise")
+    proba = np.hstack([PROBA, np.zeros((6, 1), dtype=np.float32)])
+    metrics = calibration_metrics(proba, INTENDED, decide(proba, INTENDED, CalibrateConfig(threshold=0.85)), classes)
+    assert table_rows(metrics, classes) == [
+        ["class", "generated", "kept", "acceptance", "mean confidence", "threshold"],
+        ["angry", "3", "0", "0.0%", "0.433", "0.850"],
+        ["happy", "1", "0", "0.0%", "0.500", "0.850"],
+        ["sad", "2", "1", "50.0%", "0.650", "0.850"],
+        ["surprise", "0", "0", "-", "-", "0.850"],
+        ["total", "6", "1", "16.7%", "", ""],
+    ]
 
 
 def test_relabel_metrics_count_final_labels() -> None:
-    metrics = calibration_metrics(PROBA, INTENDED, decide(PROBA, INTENDED, "relabel", 0.5), CLASSES)
+    metrics = calibration_metrics(PROBA, INTENDED, decide(PROBA, INTENDED, CalibrateConfig(policy="relabel")), CLASSES)
     assert metrics["accepted_angry"] == 3 and metrics["labelled_angry"] == 2 and metrics["labelled_happy"] == 2
 
 
 def test_metrics_of_nothing_are_zero() -> None:
     empty = np.zeros((0, 3), dtype=np.float32)
     none = np.zeros(0, dtype=np.int64)
-    metrics = calibration_metrics(empty, none, decide(empty, none, "filter", 0.5), CLASSES)
+    metrics = calibration_metrics(empty, none, decide(empty, none, CalibrateConfig()), CLASSES)
     assert metrics["generated_total"] == metrics["accepted_total"] == 0
     assert metrics["expression_accuracy"] == 0.0 and metrics["acceptance_rate_sad"] == 0.0
 
 
 def test_histogram_is_a_png() -> None:
-    decision = decide(PROBA, INTENDED, "filter", 0.5)
-    png = confidence_histogram_png(PROBA[np.arange(6), INTENDED], INTENDED, decision.keep, CLASSES, 0.5)
+    decision = decide(PROBA, INTENDED, CalibrateConfig(threshold=0.5))
+    thresholds = np.array([0.5, np.nan, 0.2])  # nan: no line
+    png = confidence_histogram_png(PROBA[np.arange(6), INTENDED], INTENDED, decision.keep, CLASSES, thresholds)
     assert png.startswith(b"\x89PNG")
 
 
@@ -151,6 +306,9 @@ def test_teachers_are_cached_per_member(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert trained == [3, 4]
     assert len(list(tmp_path.glob("teacher-*/teacher.pt"))) == 2
     assert not list(tmp_path.glob(".teacher-*"))  # no staging directories left
+    # The val scores that gave the macro-F1 are kept: the ensemble's mean, for recall and precision thresholds.
+    np.testing.assert_allclose(first.val.proba, first.predict_proba(val.images), atol=1e-6)
+    assert first.val.labels.tolist() == val.labels.tolist() and first.val.classes == real.classes
 
     other_policy = config.model_copy(update={"threshold": 0.9, "policy": "relabel"})
     again = load_or_train_teachers(train, val, other_policy, seed=3, cache_dir=tmp_path)
@@ -177,6 +335,31 @@ def test_calibrate_outputs_and_metrics(tmp_path: Path) -> None:
     assert 0.0 <= result.metrics["teacher_val_macro_f1"] <= 1.0
     assert result.metrics["frechet_distance"] >= 0.0
     assert result.histogram_png.startswith(b"\x89PNG")
+    assert result.metrics["threshold_angry"] == 0.0
+    teachers = load_or_train_teachers(
+        real.split("train"), real.split("val"), CalibrateConfig(teacher=TINY_TEACHER), 0, tmp_path
+    )
+    recall = {key: value for key, value in result.metrics.items() if key.startswith("teacher_val_recall_")}
+    assert recall == teacher_val_recall(teachers.val) and len(recall) == 7
+
+
+def test_calibrate_with_quota_keeps_the_quota_of_every_class(tmp_path: Path) -> None:
+    real, synthetic = make_dataset(per_class=6, size=8), synthetic_rows(14)  # two images per class
+    config = CalibrateConfig(selection="quota", quota_per_class=1, teacher=TINY_TEACHER)
+    result = calibrate(synthetic, real, config, 0, tmp_path)
+    assert np.bincount(result.dataset.labels, minlength=7).tolist() == [1] * 7
+    assert result.metrics["accepted_total"] == 7 and result.metrics["classes_with_nothing_kept"] == 0
+
+
+def test_calibrate_with_precision_uses_the_teachers_val_scores(tmp_path: Path) -> None:
+    real, synthetic = make_dataset(per_class=6, size=8), synthetic_rows(14)
+    config = CalibrateConfig(selection="precision", target_precision=0.5, confidence_floor=0.1, teacher=TINY_TEACHER)
+    result = calibrate(synthetic, real, config, 0, tmp_path)
+    teachers = load_or_train_teachers(real.split("train"), real.split("val"), config, 0, tmp_path)  # cache hit
+    expected = precision_thresholds(teachers.val, 0.5, fallback=0.5, floor=0.1)
+    assert [result.metrics[f"threshold_{name}"] for name in real.classes] == expected.tolist()
+    kept = result.dataset
+    assert (kept.confidence >= expected[kept.labels]).all()
 
 
 def test_empty_synthetic_input_gives_empty_output(tmp_path: Path) -> None:
@@ -184,7 +367,9 @@ def test_empty_synthetic_input_gives_empty_output(tmp_path: Path) -> None:
     result = calibrate(synthetic_rows(0), real, CalibrateConfig(teacher=TINY_TEACHER), 0, tmp_path)
     assert len(result.dataset) == 0
     assert result.metrics["generated_total"] == result.metrics["accepted_total"] == 0
+    assert result.metrics["classes_with_nothing_kept"] == 0
     assert math.isnan(result.metrics["frechet_distance"])
+    assert math.isnan(result.metrics["threshold_sad"]) and math.isnan(result.metrics["teacher_val_recall_sad"])
     assert not any(tmp_path.iterdir())  # no teacher trained for nothing to score
 
 

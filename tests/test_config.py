@@ -33,6 +33,16 @@ def test_repo_params_are_valid_and_spell_out_every_key() -> None:
         ("train", "arch", "vgg19", r"train\.arch: Input should be"),
         ("common", "classes", ["angry", "furious"], r"common\.classes: .*unknown class 'furious'"),
         ("calibrate", "threshold", 1.5, r"calibrate\.threshold: Input should be less than or equal to 1"),
+        (
+            "calibrate",
+            "selection",
+            "top_k",
+            r"calibrate\.selection: Input should be 'threshold', 'quota' or 'precision'",
+        ),
+        ("calibrate", "quota_per_class", -1, r"calibrate\.quota_per_class: Input should be greater than or equal to 0"),
+        ("calibrate", "confidence_floor", 1.5, r"calibrate\.confidence_floor: Input should be less than or equal to 1"),
+        ("calibrate", "confidence_floor", -0.1, r"calibrate\.confidence_floor: Input should be greater than or equal"),
+        ("calibrate", "target_precision", 0.0, r"calibrate\.target_precision: Input should be greater than 0"),
     ],
 )
 def test_bad_values_name_the_key(section: str, key: str, value: object, message: str) -> None:
@@ -40,6 +50,31 @@ def test_bad_values_name_the_key(section: str, key: str, value: object, message:
     raw[section][key] = value
     with pytest.raises(ParamsError, match=message):
         load_params(raw)
+
+
+@pytest.mark.parametrize(
+    ("calibrate", "message"),
+    [
+        (
+            {"selection": "quota", "quota_per_class": 0},
+            r"calibrate\.quota_per_class must be at least 1 when calibrate\.selection is 'quota'",
+        ),
+        (
+            {"policy": "relabel", "selection": "precision"},
+            r"calibrate\.selection 'precision' has no effect: calibrate\.policy 'relabel' keeps every image",
+        ),
+    ],
+)
+def test_calibrate_selection_must_select(calibrate: dict[str, object], message: str) -> None:
+    raw = repo_params()
+    raw["calibrate"].update(calibrate)
+    with pytest.raises(ParamsError, match=message):
+        load_params(raw)
+
+
+def test_calibrate_defaults_keep_the_absolute_threshold() -> None:
+    config = Params().calibrate
+    assert (config.policy, config.selection, config.threshold) == ("filter", "threshold", 0.5)
 
 
 def test_unknown_section_is_named() -> None:

@@ -33,10 +33,10 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     save_classifier(tmp_path / "model" / MODEL_FILE, model, config, CANONICAL_CLASSES, (16, 16, 1))
     rng = np.random.default_rng(0)
     for name in ("happy", "sad"):
-        (tmp_path / "faces" / name).mkdir(parents=True)
+        (tmp_path / "data" / "raw" / "faces" / name).mkdir(parents=True)
         for index in range(2):
             pixels = rng.integers(0, 256, size=(24, 24), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "faces" / name / f"{index}.png")
+            Image.fromarray(pixels).save(tmp_path / "data" / "raw" / "faces" / name / f"{index}.png")
     _write_params(tmp_path, {})
     return tmp_path
 
@@ -47,7 +47,17 @@ def _write_params(workdir: Path, extra_sets: dict[str, dict[str, str]], image_si
 
 
 def _evaluate(*overrides: str) -> tuple[int, str]:
-    arguments = ["evaluate", "--model", "model", "--input", "aligned", "--metrics", "evaluate.json"]
+    arguments = [
+        "evaluate",
+        "--model",
+        "model",
+        "--input",
+        "aligned",
+        "--diagnostics",
+        "evaluate.json",
+        "--metrics",
+        "headline.json",
+    ]
     arguments += ["--confusion", "confusion", "--params", "params.yaml", *overrides]
     return run_stage(arguments)
 
@@ -66,7 +76,7 @@ def test_evaluate_scores_the_test_split(workdir: Path) -> None:
 
 
 def test_evaluate_scores_extra_test_sets(workdir: Path) -> None:
-    _write_params(workdir, {"faces": {"source": "imagefolder", "path": str(workdir / "faces"), "split": "all"}})
+    _write_params(workdir, {"faces": {"source": "imagefolder", "path": "data/raw/faces", "split": "all"}})
     code, output = _evaluate()
     assert code == 0, output
     metrics = json.loads((workdir / "evaluate.json").read_text())
@@ -74,6 +84,11 @@ def test_evaluate_scores_extra_test_sets(workdir: Path) -> None:
     assert metrics["faces"]["images"] == 4
     assert metrics["faces"]["support_happy"] == 2 and metrics["faces"]["support_angry"] == 0
     assert sorted(path.name for path in (workdir / "confusion").iterdir()) == ["faces.json", "test.json"]
+    headline = json.loads((workdir / "headline.json").read_text())
+    assert headline["faces"] == {key: metrics["faces"][key] for key in headline["faces"]}
+    assert set(headline["faces"]) == {"accuracy", "balanced_accuracy", "macro_f1"} | {
+        f"recall_{name}" for name in CANONICAL_CLASSES
+    }
 
 
 def test_evaluate_names_a_missing_model(workdir: Path) -> None:

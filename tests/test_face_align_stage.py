@@ -18,7 +18,7 @@ def invoke(root: Path, input_dir: Path, face_align: dict[str, object]) -> tuple[
         [
             "face-align",
             *("--input", str(input_dir), "--out", str(root / "aligned")),
-            *("--metrics", str(root / "face_align.json"), "--params", str(root / "params.yaml")),
+            *("--diagnostics", str(root / "face_align.json"), "--params", str(root / "params.yaml")),
         ]
     )
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import replace
 
 import cv2
@@ -10,6 +11,7 @@ import pytest
 from fersynth import faces
 from fersynth.config import FaceAlignConfig
 from fersynth.datasets.format import Dataset
+from fersynth.errors import DataError
 from fersynth.faces import Detection, align_dataset, align_face, alignment_matrix, eye_angle
 
 from .conftest import make_dataset
@@ -160,3 +162,14 @@ def test_detect_faces_picks_largest_confident_face_in_input_coordinates(monkeypa
     assert doubtful.confidence == pytest.approx(0.6)  # below threshold: reported, treated as no face by the caller
     faces.detect_faces(gray, 0.9, detection_size=0)
     assert fake.shapes[-1] == (3, 320, 320, 3)
+
+
+def test_missing_facenet_pytorch_names_the_command_that_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pip install .` cannot bring MTCNN (its metadata pins an old torch): say how to get it."""
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # None makes `import` raise ImportError
+    faces._mtcnn.cache_clear()
+    try:
+        with pytest.raises(DataError, match=r"pip install --no-deps facenet-pytorch==2\.6\.0"):
+            align_dataset(blank_dataset(), FaceAlignConfig(detector="mtcnn"), image_size=32, channels=1)
+    finally:
+        faces._mtcnn.cache_clear()

@@ -25,7 +25,7 @@ def invoke(root: Path, params: dict[str, Any]) -> tuple[int, str]:
     return run_stage(
         [
             "fetch",
-            *("--out", str(root / "fetched"), "--metrics", str(root / "fetch.json")),
+            *("--out", str(root / "fetched"), "--diagnostics", str(root / "fetch.json")),
             *("--params", str(root / "params.yaml")),
         ]
     )
@@ -45,17 +45,28 @@ def test_fetch_demo_writes_dataset_and_flat_metrics(tmp_path: Path) -> None:
     assert "happy" in output  # the class-count table
 
 
-def test_fetch_legend_reports_dropped_labels_and_carves_splits(tmp_path: Path) -> None:
+def test_fetch_legend_reports_dropped_labels_and_carves_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # as under DVC: paths in params are relative to the repo root
     rows = [f"{name}{k}.png,{name.upper()}" for name in CANONICAL_CLASSES for k in range(5)] + ["x.png,contempt"]
     files = {f"images/{row.split(',')[0]}": png(i) for i, row in enumerate(rows)}
     files["legend.csv"] = "user.id,image,emotion\n" + "\n".join(f"u,{row}" for row in rows) + "\n"
-    write_tree(tmp_path / "photos", files)
-    fetch = {"source": "legend", "path": str(tmp_path / "photos"), "val_fraction": 0.2, "test_fraction": 0.2}
+    write_tree(tmp_path / "data" / "raw" / "photos", files)
+    fetch = {"source": "legend", "path": "data/raw/photos", "val_fraction": 0.2, "test_fraction": 0.2}
     code, output = invoke(tmp_path, {"fetch": fetch})
     assert code == 0, output
     metrics = json.loads((tmp_path / "fetch.json").read_text())
     assert metrics["dropped_contempt"] == 1 and metrics["dropped_total"] == 1
     assert (metrics["total_train"], metrics["total_val"], metrics["total_test"]) == (21, 7, 7)
+
+
+def test_fetch_refuses_a_dataset_outside_data_raw(tmp_path: Path) -> None:
+    """DVC sees a dataset change only inside data/raw (a dep of fetch); elsewhere it would go unnoticed."""
+    write_tree(tmp_path / "elsewhere", {"happy/a.png": png(1)})
+    code, output = invoke(tmp_path, {"fetch": {"source": "imagefolder", "path": "../elsewhere"}})
+    assert code == 1
+    assert "fetch.path:../elsewhereisoutsidedata/raw/" in output
+    assert "dvcimport-url../elsewheredata/raw/elsewhere" in output
+    assert not (tmp_path / "fetched").exists()
 
 
 def test_a_missing_source_path_fails_naming_it(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def invoke(tmp_path: Path, **generate: object) -> tuple[int, str]:
         "--generator", str(tmp_path / "gan"),
         "--reference", str(tmp_path / "aligned"),
         "--out", str(tmp_path / "generated"),
-        "--metrics", str(tmp_path / "generate.json"),
+        "--diagnostics", str(tmp_path / "generate.json"),
         "--params", str(tmp_path / "params.yaml"),
     ]  # fmt: skip
     return run_stage(arguments)

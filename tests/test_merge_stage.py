@@ -44,7 +44,14 @@ def invoke(root: Path) -> tuple[int, str]:
             "merge",
             *("--real", str(root / "aligned"), "--offline", str(root / "offline")),
             *("--synthetic", str(root / "calibrated"), "--out", str(root / "merged")),
-            *("--metrics", str(root / "merge.json"), "--counts-plot", str(root / "merge_counts.json")),
+            *(
+                "--diagnostics",
+                str(root / "merge.json"),
+                "--metrics",
+                str(root / "headline.json"),
+                "--counts-plot",
+                str(root / "merge_counts.json"),
+            ),
             *("--params", str(root / "params.yaml")),
         ]
     )

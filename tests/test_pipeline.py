@@ -1,4 +1,9 @@
-"""End to end: the real dvc.yaml and params.yaml, shrunk, run by `dvc repro` in a temporary copy of the repo."""
+"""End to end: the real dvc.yaml and params.yaml, shrunk, run by `dvc repro` in a temporary copy of the repo.
+
+The module fixture reproduces the pipeline once, commits the result as the baseline and pushes it to
+the repo's default DVC remote (a folder beside the repo). Every other test works in its own git clone
+beside it, which pulls the baseline from that remote, as a teammate would: no test depends on another.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,13 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from .conftest import REPO_ROOT
 
@@ -36,6 +44,8 @@ SHRUNK = {
     "calibrate": {"teacher": {"epochs": 1}},
     "train": {"epochs": 1},
 }
+# Produced by the pipeline (the real repo commits them as its baseline); the copy makes its own.
+NOT_COPIED = ("dvc.lock", "metrics/")
 
 
 def _deep_update(target: dict, changes: dict) -> None:
@@ -44,26 +54,6 @@ def _deep_update(target: dict, changes: dict) -> None:
             _deep_update(target[key], value)
         else:
             target[key] = value
-
-
-@pytest.fixture(scope="module")
-def pipeline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline") / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
-        if (REPO_ROOT / name).exists():
-            shutil.copy2(REPO_ROOT / name, repo / name)
-    for folder in ("src", "stages"):
-        shutil.copytree(REPO_ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    _deep_update(params, SHRUNK)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], repo)
-    _run([_tool("dvc"), "init", "-q"], repo)
-    # A clone always has commits; dvclive (3.49) fails in a repo that has none.
-    _run(["git", "add", "-A"], repo)
-    _run(["git", "commit", "-qm", "shrunk copy"], repo)
-    return repo
 
 
 def _tool(name: str) -> str:
@@ -90,45 +80,152 @@ def _run(command: list[str], cwd: Path) -> str:
     return output
 
 
+def _dvc(cwd: Path, *arguments: str) -> str:
+    return _run([_tool("dvc"), *arguments], cwd)
+
+
 def _stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([\w-]+)'", output)
 
 
-def test_repro_runs_all_nine_stages_then_nothing(pipeline_repo: Path) -> None:
-    first = _run([_tool("dvc"), "repro"], pipeline_repo)
-    assert _stages_run(first) == ALL_STAGES
-    evaluation = json.loads((pipeline_repo / "metrics" / "evaluate.json").read_text())
-    for key in ("accuracy", "balanced_accuracy", "macro_f1", "recall_disgust"):
-        assert 0.0 <= evaluation[key] <= 1.0
-    for stage in ("fetch", "face_align", "augment_offline", "train_gan", "generate", "calibrate", "merge", "train"):
-        assert (pipeline_repo / "metrics" / f"{stage}.json").is_file(), stage
-    assert (pipeline_repo / "metrics" / "confusion" / "test.json").is_file()
-    second = _run([_tool("dvc"), "repro"], pipeline_repo)
+def _copy_checkout(target: Path) -> None:
+    """The files git would put in a clone of this checkout, uncommitted edits included."""
+    listed = _run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], REPO_ROOT)
+    for name in filter(None, listed.split("\0")):
+        source = REPO_ROOT / name
+        if source.is_file() and not name.startswith(NOT_COPIED):
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A shrunk copy of the repo, reproduced, committed on `main` and pushed; returns it and the repro log."""
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    repo.mkdir()
+    _copy_checkout(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    _deep_update(params, SHRUNK)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q", "-b", "main"], repo)
+    # A clone always has commits; dvclive (3.49) fails in a repo that has none.
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "shrunk copy"], repo)
+    log = _dvc(repo, "repro")
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "baseline"], repo)
+    _dvc(repo, "push")
+    return repo, log
+
+
+def _teammate_clone(baseline: tuple[Path, str], name: str) -> Path:
+    """A git clone beside the baseline (so the same default remote) with the data pulled, not trained."""
+    repo = baseline[0]
+    clone = repo.parent / name
+    _run(["git", "clone", "-q", str(repo), str(clone)], repo.parent)
+    _dvc(clone, "pull")
+    return clone
+
+
+def test_repro_runs_all_nine_stages_then_nothing(baseline: tuple[Path, str]) -> None:
+    repo, log = baseline
+    assert _stages_run(log) == ALL_STAGES
+    evaluation = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    diagnostics = json.loads((repo / "metrics" / "diagnostics" / "evaluate.json").read_text())
+    hits = sum(
+        row["actual"] == row["predicted"] for row in json.loads((repo / "metrics/confusion/test.json").read_text())
+    )
+    assert evaluation["accuracy"] == pytest.approx(hits / diagnostics["images"], abs=1e-4)
+    assert evaluation == {key: diagnostics[key] for key in evaluation}
+    for stage in ALL_STAGES:
+        assert (repo / "metrics" / "diagnostics" / f"{stage.replace('-', '_')}.json").is_file(), stage
+    second = _dvc(repo, "repro")
     assert _stages_run(second) == []
     assert "up to date" in second.lower()
 
 
-def test_param_change_reruns_only_downstream_stages(pipeline_repo: Path) -> None:
-    _run(["git", "add", "-A"], pipeline_repo)
-    _run(["git", "commit", "-qm", "baseline"], pipeline_repo)
-    threshold = _run([_tool("dvc"), "exp", "run", "-S", "calibrate.threshold=0.05"], pipeline_repo)
+def test_exp_show_leads_with_headline_metrics(baseline: tuple[Path, str]) -> None:
+    shown = _dvc(baseline[0], "exp", "show", "--md", "--no-pager")
+    header = shown.splitlines()[0]
+    assert header.index("macro_f1") < header.index("common.seed")  # metrics before params
+    assert "synthetic_share" in header and "recall_disgust" in header
+    assert "count_train_angry" not in header and "before_angry" not in header  # diagnostics stay out
+
+
+def test_teammate_pulls_models_and_has_nothing_to_run(baseline: tuple[Path, str]) -> None:
+    clone = _teammate_clone(baseline, "teammate")
+    assert (clone / "models" / "classifier" / "model.pt").is_file()
+    assert "Data and pipelines are up to date" in _dvc(clone, "status")
+    assert _stages_run(_dvc(clone, "repro", "--dry")) == []
+
+
+def test_param_change_reruns_only_downstream_stages(baseline: tuple[Path, str]) -> None:
+    clone = _teammate_clone(baseline, "params")
+    threshold = _dvc(clone, "exp", "run", "-S", "calibrate.threshold=0.05")
     assert _stages_run(threshold)[0] == "calibrate"
     assert set(_stages_run(threshold)) <= {"calibrate", "merge", "train", "evaluate"}
-    learning_rate = _run([_tool("dvc"), "exp", "run", "-S", "train.lr=0.003"], pipeline_repo)
+    learning_rate = _dvc(clone, "exp", "run", "-S", "train.lr=0.003")
     assert _stages_run(learning_rate) == ["train", "evaluate"]
-    shown = _run([_tool("dvc"), "exp", "show", "--md", "--no-pager"], pipeline_repo)
-    assert "macro_f1" in shown
 
 
-def test_readme_real_only_recipe_runs_without_synthetic_images(pipeline_repo: Path) -> None:
+def test_readme_real_only_recipe_runs_without_synthetic_images(baseline: tuple[Path, str]) -> None:
+    clone = _teammate_clone(baseline, "real-only")
     recipe = ["train_gan.epochs=0", "generate.target=per_class", "generate.per_class=0", "merge.sources=[real,offline]"]
-    arguments = [argument for setting in recipe for argument in ("-S", setting)]
-    real_only = _run([_tool("dvc"), "exp", "run", *arguments], pipeline_repo)
+    real_only = _dvc(clone, "exp", "run", *[argument for setting in recipe for argument in ("-S", setting)])
     # train and evaluate are skipped when the shrunk run's calibration had kept no image anyway.
     assert _stages_run(real_only)[:4] == ["train-gan", "generate", "calibrate", "merge"]
     assert set(_stages_run(real_only)) <= set(ALL_STAGES[ALL_STAGES.index("train-gan") :])
-    metrics = {
-        name: json.loads((pipeline_repo / "metrics" / f"{name}.json").read_text()) for name in ("generate", "merge")
-    }
-    assert metrics["generate"]["generated_total"] == 0
-    assert metrics["merge"]["synthetic_share"] == 0.0
+    generate = json.loads((clone / "metrics" / "diagnostics" / "generate.json").read_text())
+    assert generate["generated_total"] == 0
+    assert json.loads((clone / "metrics" / "merge.json").read_text()) == {"synthetic_share": 0.0}
+
+
+def _write_faces_zip(path: Path, per_class: int) -> None:
+    """An ImageFolder zip: `per_class` random 48x48 grey faces for each of the seven classes."""
+    rng = np.random.default_rng(per_class)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"):
+            for index in range(per_class):
+                image = Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8))
+                with archive.open(f"{name}/{index}.png", "w") as member:
+                    image.save(member, format="PNG")
+
+
+def _fetched_images(repo: Path) -> int:
+    counts = json.loads((repo / "metrics" / "diagnostics" / "fetch.json").read_text())
+    return sum(counts[f"total_{split}"] for split in ("train", "val", "test"))
+
+
+def test_new_content_at_the_same_dataset_path_reruns_fetch(baseline: tuple[Path, str]) -> None:
+    clone = _teammate_clone(baseline, "dataset")
+    dataset = clone / "data" / "raw" / "faces.zip"
+    _write_faces_zip(dataset, per_class=6)
+    _dvc(clone, "add", "-q", "data/raw/faces.zip")
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["fetch"] |= {"source": "imagefolder", "path": "data/raw/faces.zip"}
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stages_run(_dvc(clone, "repro", "-s", "fetch")) == ["fetch"]
+    assert _fetched_images(clone) == 7 * 6
+
+    _write_faces_zip(dataset, per_class=10)  # same path, new content, not re-added
+    status = _dvc(clone, "status", "fetch")
+    assert re.search(r"fetch:\s+changed deps:\s+modified:\s+data/raw", status), status
+    assert _stages_run(_dvc(clone, "repro", "-s", "fetch")) == ["fetch"]
+    assert _fetched_images(clone) == 7 * 10
+
+
+def test_pull_request_workflow_shows_the_reviewer_a_diff(baseline: tuple[Path, str]) -> None:
+    """The README's PR recipe: branch, experiment, commit, and the diffs against main."""
+    clone = _teammate_clone(baseline, "pull-request")
+    _run(["git", "checkout", "-q", "-b", "faster-lr"], clone)
+    _dvc(clone, "exp", "run", "-S", "train.lr=0.003")
+    _run(["git", "add", "-A"], clone)
+    _run(["git", "commit", "-qm", "train.lr 0.003"], clone)
+    _dvc(clone, "push")
+    metrics_diff = _dvc(clone, "metrics", "diff", "main", "--md")
+    assert "| metrics/evaluate.json | macro_f1" in metrics_diff
+    assert "count_" not in metrics_diff  # diagnostics stay out of the reviewer's table
+    params_diff = _dvc(clone, "params", "diff", "main", "--md")
+    assert re.search(r"\| params\.yaml\s*\| train\.lr\s*\| 0\.001\s*\| 0\.003\s*\|", params_diff), params_diff
+    _dvc(clone, "plots", "diff", "main", "--out", "plots-review")
+    assert (clone / "plots-review" / "index.html").is_file()

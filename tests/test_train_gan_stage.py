@@ -29,7 +29,7 @@ def arguments(tmp_path: Path, params: Path) -> list[str]:
         "--offline", str(tmp_path / "offline"),
         "--out", str(tmp_path / "gan"),
         "--checkpoints", str(tmp_path / "checkpoints"),
-        "--metrics", str(tmp_path / "train_gan.json"),
+        "--diagnostics", str(tmp_path / "train_gan.json"),
         "--live", str(tmp_path / "live"),
         "--samples", str(tmp_path / "plots" / "samples.png"),
         "--params", str(params),

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from fersynth.datasets.format import write_dataset
@@ -37,7 +38,19 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _train(workdir: Path, *overrides: str, out: str = "model") -> tuple[int, str]:
-    arguments = ["train", "--train", "merged", "--val", "aligned", "--out", out, "--metrics", f"{out}.json"]
+    arguments = [
+        "train",
+        "--train",
+        "merged",
+        "--val",
+        "aligned",
+        "--out",
+        out,
+        "--diagnostics",
+        f"{out}.json",
+        "--metrics",
+        f"{out}_headline.json",
+    ]
     arguments += ["--live", f"{out}_live", "--params", "params.yaml", *overrides]
     return run_stage(arguments)
 
@@ -48,7 +61,10 @@ def test_train_writes_model_metrics_and_curves(workdir: Path) -> None:
     loaded = load_classifier(workdir / "model")
     assert loaded.image_shape == (16, 16, 1) and loaded.config.arch == "linear"
     metrics = json.loads((workdir / "model.json").read_text())
-    assert set(metrics) == METRIC_KEYS
+    assert set(metrics) == METRIC_KEYS | {"environment"}
+    assert metrics["environment"]["torch_threads"] == torch.get_num_threads()
+    headline = json.loads((workdir / "model_headline.json").read_text())
+    assert headline == {key: metrics[key] for key in ("best_epoch", "best_val_macro_f1", "best_val_accuracy")}
     assert metrics["epochs"] == 2 and metrics["train_images"] == 14 and metrics["val_images"] == 14
     assert 1 <= metrics["best_epoch"] <= 2
     curve = (workdir / "model_live" / "plots" / "metrics" / "val_macro_f1.tsv").read_text().splitlines()

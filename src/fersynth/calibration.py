@@ -6,7 +6,7 @@ cached one directory per teacher, keyed on everything that determines its weight
 its seed, the classes, a fingerprint of the real train+val data): a threshold or policy change, or a
 larger ensemble, reuses what is already trained.
 
-Policies (`CalibrateConfig.policy`):
+Policies (`CalibrateConfig.policy`), under the default `threshold` selection:
 - `filter`: keep an image when the teachers' argmax is its intended class and that class's
   probability (then also the maximum) reaches `threshold`; the label stays the intended one.
 - `relabel`: keep every image, labelled with the teachers' argmax and its probability as confidence
@@ -14,6 +14,18 @@ Policies (`CalibrateConfig.policy`):
 - `soft`: keep the images whose maximum probability reaches `threshold` (0 keeps all) and store the
   whole probability vector as soft label; the hard label is the argmax. Thresholding here drops the
   near-uniform vectors that would teach the student little but noise.
+
+Selections (`CalibrateConfig.selection`) decide which images `filter` and `soft` keep; the policy still
+decides their labels. One absolute threshold keeps nothing of a class the teachers find hard (real
+disgust faces scored 0.08-0.20), so `quota` and `precision` adapt to each intended class: they score an
+image by the teachers' probability of its intended class, whatever their argmax, and never keep one
+below `confidence_floor`.
+- `threshold` (default): the policy's own rule above, one `threshold` for every class.
+- `quota`: the `quota_per_class` most probable images of each intended class (top-k per class, as
+  classifier-filtered synthetic data is usually selected); ties go to the earlier image.
+- `precision`: class c is held to the lowest t at which "p_c >= t" predicts c with precision
+  `target_precision` on the real val split (one-vs-rest, so below 0.5 too); a class that never gets
+  there falls back to `threshold`, with a warning.
 """
 
 from __future__ import annotations
@@ -22,12 +34,14 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from rich.table import Table
 from torch import nn
 
 from fersynth.config import CalibrateConfig, ClassifierConfig
@@ -51,14 +65,25 @@ class Decision:
     labels: np.ndarray  # (N,) int64
     confidence: np.ndarray  # (N,) float32
     soft_labels: np.ndarray | None  # (N, K) float32, soft policy only
+    thresholds: np.ndarray  # (K,) float64 per intended class: its threshold (quota: its cut-off), nan if unknown
+
+
+@dataclass(frozen=True)
+class ValScores:
+    """The teacher ensemble's probabilities on the real val split, with the true labels."""
+
+    proba: np.ndarray  # (N, K) float32
+    labels: np.ndarray  # (N,) int64
+    classes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class TeacherEnsemble:
-    """Teachers in eval mode, each with its macro-F1 on the real validation split."""
+    """Teachers in eval mode, each with its macro-F1 on the real validation split, and their mean scores there."""
 
     models: Sequence[nn.Module]
     val_macro_f1: Sequence[float]
+    val: ValScores
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Mean softmax of the teachers, (N, K) float32 (N may be 0)."""
@@ -72,19 +97,126 @@ class CalibrationResult:
     histogram_png: bytes
 
 
-def decide(proba: np.ndarray, intended: np.ndarray, policy: str, threshold: float) -> Decision:
-    """Apply a calibration policy to teacher probabilities (N, K) of images meant to show `intended`."""
+Selector = Callable[[np.ndarray, np.ndarray, CalibrateConfig, ValScores | None], tuple[np.ndarray, np.ndarray]]
+
+
+def intended_probability(proba: np.ndarray, intended: np.ndarray) -> np.ndarray:
+    """(N,) float32: each image's teacher probability of the class it was generated as."""
+    return proba[np.arange(len(proba)), intended].astype(np.float32)
+
+
+def decide(proba: np.ndarray, intended: np.ndarray, config: CalibrateConfig, val: ValScores | None = None) -> Decision:
+    """Select (`config.selection`) and label (`config.policy`) images meant to show `intended`.
+
+    `proba` are the teachers' probabilities (N, K); `val`, their scores on real val, only the
+    precision selection needs.
+    """
+    classes = proba.shape[1]
+    if config.policy == "relabel":
+        keep, thresholds = np.ones(len(proba), dtype=bool), np.zeros(classes)  # as if every threshold were 0
+    else:
+        keep, thresholds = SELECTIONS[config.selection](proba, intended, config, val)
     predicted = proba.argmax(axis=1).astype(np.int64)
     top = proba.max(axis=1, initial=0.0).astype(np.float32)
-    if policy == "filter":
-        intended_probability = proba[np.arange(len(proba)), intended].astype(np.float32)
-        keep = (predicted == intended) & (intended_probability >= threshold)
-        return Decision(keep, intended.astype(np.int64), intended_probability, None)
-    if policy == "relabel":
-        return Decision(np.ones(len(proba), dtype=bool), predicted, top, None)
-    if policy == "soft":
-        return Decision(top >= threshold, predicted, top, proba.astype(np.float32))
-    raise ValueError(f"unknown calibration policy {policy!r}")
+    if config.policy == "filter":
+        return Decision(keep, intended.astype(np.int64), intended_probability(proba, intended), None, thresholds)
+    if config.policy == "relabel":
+        return Decision(keep, predicted, top, None, thresholds)
+    if config.policy == "soft":
+        return Decision(keep, predicted, top, proba.astype(np.float32), thresholds)
+    raise ValueError(f"unknown calibration policy {config.policy!r}")
+
+
+def select_by_threshold(
+    proba: np.ndarray, intended: np.ndarray, config: CalibrateConfig, val: ValScores | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """filter: argmax is the intended class at `threshold` or more; soft: any class reaches `threshold`."""
+    if config.policy == "soft":
+        keep = proba.max(axis=1, initial=0.0) >= config.threshold
+    else:
+        keep = (proba.argmax(axis=1) == intended) & (intended_probability(proba, intended) >= config.threshold)
+    return keep, np.full(proba.shape[1], config.threshold)
+
+
+def select_by_quota(
+    proba: np.ndarray, intended: np.ndarray, config: CalibrateConfig, val: ValScores | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `quota_per_class` most probable images of each intended class at `confidence_floor` or more.
+
+    A class's threshold is the score of its last kept image (the floor when it kept none).
+    """
+    score = intended_probability(proba, intended)
+    keep = np.zeros(len(proba), dtype=bool)
+    thresholds = np.full(proba.shape[1], config.confidence_floor)
+    for index in range(proba.shape[1]):
+        candidates = np.flatnonzero((intended == index) & (score >= config.confidence_floor))
+        best = candidates[np.argsort(-score[candidates], kind="stable")[: config.quota_per_class]]
+        keep[best] = True
+        if len(best):
+            thresholds[index] = score[best[-1]]
+    return keep, thresholds
+
+
+def select_by_precision(
+    proba: np.ndarray, intended: np.ndarray, config: CalibrateConfig, val: ValScores | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose intended-class probability reaches that class's threshold from `precision_thresholds`."""
+    if val is None:
+        raise ValueError("the precision selection needs the teachers' scores on real val")
+    thresholds = precision_thresholds(val, config.target_precision, config.threshold, config.confidence_floor)
+    return intended_probability(proba, intended) >= thresholds[intended], thresholds
+
+
+SELECTIONS: dict[str, Selector] = {
+    "threshold": select_by_threshold,
+    "quota": select_by_quota,
+    "precision": select_by_precision,
+}
+
+
+def precision_thresholds(val: ValScores, target: float, fallback: float, floor: float) -> np.ndarray:
+    """(K,) per class c: the lowest t where the val images with p_c >= t are class c at `target` precision or more.
+
+    Candidates are the val scores themselves (between two of them the selected set does not change).
+    A class that never reaches `target` gets `fallback`, with a warning; no threshold is below `floor`.
+    """
+    thresholds = np.full(len(val.classes), fallback, dtype=np.float64)
+    for index, name in enumerate(val.classes):
+        order = np.argsort(-val.proba[:, index], kind="stable")
+        scores = val.proba[order, index]
+        precision = np.cumsum(val.labels[order] == index) / np.arange(1, len(scores) + 1)
+        # Equal scores are selected together: only the last of each run is a reachable cut.
+        reached = np.append(scores[1:] != scores[:-1], True) & (precision >= target)
+        if reached.any():
+            thresholds[index] = scores[np.flatnonzero(reached)[-1]]
+        else:
+            best = float(precision.max(initial=0.0))
+            log.warning(
+                "teachers never reach precision %.2f for %s on real val (best %.2f): using threshold %.2f",
+                target,
+                name,
+                best,
+                fallback,
+            )
+    thresholds = np.maximum(thresholds, floor)
+    log.info(
+        "per-class thresholds at precision %.2f: %s",
+        target,
+        ", ".join(f"{name} {value:.3f}" for name, value in zip(val.classes, thresholds, strict=True)),
+    )
+    return thresholds
+
+
+def teacher_val_recall(val: ValScores) -> dict[str, float]:
+    """`teacher_val_recall_<c>`: the share of real val images of class c the ensemble's argmax calls c (nan if none)."""
+    predicted = val.proba.argmax(axis=1)
+    recall: dict[str, float] = {}
+    for index, name in enumerate(val.classes):
+        truth = val.labels == index
+        recall[f"teacher_val_recall_{name}"] = (
+            float((predicted[truth] == index).mean()) if truth.any() else float("nan")
+        )
+    return recall
 
 
 def apply_decision(synthetic: Dataset, intended: np.ndarray, decision: Decision) -> Dataset:
@@ -107,10 +239,14 @@ def calibration_metrics(
     `mean_confidence_<c>` is the teachers' mean probability of class c over all images generated as c,
     whatever the policy kept: it measures how recognisable the generator's c faces are.
     `labelled_<c>` counts the kept images by their final label (differs from accepted under relabel/soft).
+    `threshold_<c>` is the threshold class c was held to. `classes_with_nothing_kept` counts the classes
+    that were generated but lost every image, each also logged as a warning: merge would silently
+    train without their synthetic faces.
     """
-    intended_probability = proba[np.arange(len(proba)), intended]
+    score = intended_probability(proba, intended)
     kept_labels = decision.labels[decision.keep]
     metrics: dict[str, float | int] = {}
+    nothing_kept = 0
     for index, name in enumerate(classes):
         generated = intended == index
         count = int(generated.sum())
@@ -119,7 +255,20 @@ def calibration_metrics(
         metrics[f"accepted_{name}"] = accepted
         metrics[f"labelled_{name}"] = int((kept_labels == index).sum())
         metrics[f"acceptance_rate_{name}"] = accepted / count if count else 0.0
-        metrics[f"mean_confidence_{name}"] = float(intended_probability[generated].mean()) if count else 0.0
+        metrics[f"mean_confidence_{name}"] = float(score[generated].mean()) if count else 0.0
+        metrics[f"threshold_{name}"] = float(decision.thresholds[index])
+        if count and not accepted:
+            nothing_kept += 1
+            log.warning(
+                "none of the %d images generated as %s was kept: the teachers gave them at most %.3f for %s "
+                "(threshold %.3f)",
+                count,
+                name,
+                float(score[generated].max()),
+                name,
+                float(decision.thresholds[index]),
+            )
+    metrics["classes_with_nothing_kept"] = nothing_kept
     total = len(proba)
     metrics["generated_total"] = total
     metrics["accepted_total"] = int(decision.keep.sum())
@@ -128,16 +277,45 @@ def calibration_metrics(
     return metrics
 
 
+def acceptance_table(metrics: Mapping[str, float | int], classes: Sequence[str]) -> Table:
+    """Per intended class, from `calibration_metrics`: generated, kept, acceptance, mean confidence, threshold.
+
+    A class that was generated and kept nothing is shown in red.
+    """
+    table = Table(title=f"calibrate: kept {metrics['accepted_total']} of {metrics['generated_total']} synthetic images")
+    table.add_column("class")
+    for heading in ("generated", "kept", "acceptance", "mean confidence", "threshold"):
+        table.add_column(heading, justify="right")
+    for name in classes:
+        generated, kept = int(metrics[f"generated_{name}"]), int(metrics[f"accepted_{name}"])
+        table.add_row(
+            name,
+            str(generated),
+            str(kept),
+            f"{metrics[f'acceptance_rate_{name}']:.1%}" if generated else "-",
+            f"{metrics[f'mean_confidence_{name}']:.3f}" if generated else "-",
+            _shown(float(metrics[f"threshold_{name}"])),
+            style="bold red" if generated and not kept else None,
+        )
+    rate = f"{metrics['acceptance_rate']:.1%}" if metrics["generated_total"] else "-"
+    table.add_row("total", str(metrics["generated_total"]), str(metrics["accepted_total"]), rate, "", "", style="bold")
+    return table
+
+
+def _shown(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
+
+
 def confidence_histogram_png(
     intended_probability: np.ndarray,
     intended: np.ndarray,
     keep: np.ndarray,
     classes: Sequence[str],
-    threshold: float | None,
+    thresholds: np.ndarray | None,
 ) -> bytes:
     """One panel per intended class: teacher probability of that class, accepted vs rejected.
 
-    `threshold` (None when the policy ignores it) is drawn as a dashed line.
+    The class's threshold (`thresholds`, None when the policy ignores them) is drawn as a dashed line.
     """
     columns = 4
     rows = -(-len(classes) // columns)
@@ -157,8 +335,8 @@ def confidence_histogram_png(
             color=["tab:green", "tab:gray"],
             label=["accepted", "rejected"],
         )
-        if threshold is not None:
-            axis.axvline(threshold, color="tab:red", linestyle="--", label="threshold")
+        if thresholds is not None and not math.isnan(thresholds[index]):
+            axis.axvline(thresholds[index], color="tab:red", linestyle="--", label="threshold")
         axis.set_title(f"{classes[index]} (n={int(generated.sum())})", fontsize=9)
         axis.set_xlim(0.0, 1.0)
     axes.flat[0].legend(fontsize=7)
@@ -213,9 +391,13 @@ def load_or_train_teachers(
             info = {"seed": member_seed, "classes": list(train.classes), "data_fingerprint": fingerprint}
             write_json(staging / TEACHER_INFO_FILE, {**info, "config": config.teacher.model_dump(mode="json")})
         models.append(model)
-    scores = [macro_f1(val.labels, predict_proba(model, val.images).argmax(axis=1)) for model in models]
+    val_probas = [predict_proba(model, val.images) for model in models]
+    scores = [macro_f1(val.labels, proba.argmax(axis=1)) for proba in val_probas]
     log.info("teacher macro-F1 on real val: %s", ", ".join(f"{score:.3f}" for score in scores))
-    return TeacherEnsemble(models=models, val_macro_f1=scores)
+    ensemble_val = ValScores(
+        np.mean(val_probas, axis=0).astype(np.float32), val.labels.astype(np.int64), tuple(train.classes)
+    )
+    return TeacherEnsemble(models=models, val_macro_f1=scores, val=ensemble_val)
 
 
 def calibrate(
@@ -227,7 +409,7 @@ def calibrate(
     synthetic_name: str = "synthetic set",
     real_name: str = "real set",
 ) -> CalibrationResult:
-    """Score `synthetic` with teachers trained on `real` and keep/relabel it under `config.policy`."""
+    """Score `synthetic` with teachers trained on `real`; keep it by `config.selection`, label it by `config.policy`."""
     is_real = real.sources == "real"
     train, val = real.subset(is_real & (real.splits == "train")), real.subset(is_real & (real.splits == "val"))
     if not len(train) or not len(val):
@@ -240,40 +422,43 @@ def calibrate(
     if not len(synthetic):
         # A real-only run (nothing generated) should not pay for training teachers it would never use.
         log.info("%s is empty: nothing to calibrate, teachers not trained", synthetic_name)
-        return _empty_result(synthetic, real.classes, config)
+        return _empty_result(synthetic, real.classes)
     teachers = load_or_train_teachers(train, val, config, seed, teachers_dir)
     # Rows generated without an intended class (none so far) count as meant to show their label.
     intended = np.where(synthetic.intended == NO_LABEL, synthetic.labels, synthetic.intended).astype(np.int64)
     proba = teachers.predict_proba(synthetic.images)
-    decision = decide(proba, intended, config.policy, config.threshold)
+    decision = decide(proba, intended, config, teachers.val)
     metrics = calibration_metrics(proba, intended, decision, real.classes)
     metrics["teacher_val_macro_f1"] = float(np.mean(teachers.val_macro_f1))
+    metrics.update(teacher_val_recall(teachers.val))
     metrics["frechet_distance"] = _frechet_to_real(teachers.models[0], train.images, synthetic.images)
     log.info(
-        "%s policy (threshold %.2f): kept %d of %d synthetic images; expression accuracy %.3f",
+        "%s policy, %s selection: kept %d of %d synthetic images; expression accuracy %.3f",
         config.policy,
-        config.threshold,
+        config.selection,
         metrics["accepted_total"],
         metrics["generated_total"],
         metrics["expression_accuracy"],
     )
-    intended_probability = proba[np.arange(len(proba)), intended]
-    drawn_threshold = None if config.policy == "relabel" else config.threshold
+    drawn_thresholds = None if config.policy == "relabel" else decision.thresholds
     return CalibrationResult(
         dataset=apply_decision(synthetic, intended, decision),
         metrics=metrics,
         histogram_png=confidence_histogram_png(
-            intended_probability, intended, decision.keep, real.classes, drawn_threshold
+            intended_probability(proba, intended), intended, decision.keep, real.classes, drawn_thresholds
         ),
     )
 
 
-def _empty_result(synthetic: Dataset, classes: Sequence[str], config: CalibrateConfig) -> CalibrationResult:
+def _empty_result(synthetic: Dataset, classes: Sequence[str]) -> CalibrationResult:
+    """Nothing scored: no teachers, so no teacher figures and no thresholds (nan)."""
     proba = np.zeros((0, len(classes)), dtype=np.float32)
     intended = np.zeros(0, dtype=np.int64)
-    decision = decide(proba, intended, config.policy, config.threshold)
+    nothing = np.zeros(0, dtype=bool)
+    decision = Decision(nothing, intended, np.zeros(0, dtype=np.float32), None, np.full(len(classes), np.nan))
     metrics = calibration_metrics(proba, intended, decision, classes)
     metrics["teacher_val_macro_f1"] = float("nan")
+    metrics.update({f"teacher_val_recall_{name}": float("nan") for name in classes})
     metrics["frechet_distance"] = float("nan")
     histogram = confidence_histogram_png(np.zeros(0, dtype=np.float32), intended, decision.keep, classes, None)
     return CalibrationResult(dataset=synthetic, metrics=metrics, histogram_png=histogram)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -137,10 +138,24 @@ class ClassifierConfig(Section):
 
 
 class CalibrateConfig(Section):
-    policy: Literal["filter", "relabel", "soft"] = "filter"
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    policy: Literal["filter", "relabel", "soft"] = "filter"  # how a kept image is labelled
+    selection: Literal["threshold", "quota", "precision"] = "threshold"  # which images are kept
+    threshold: float = Field(0.5, ge=0.0, le=1.0)  # selection=threshold; precision's fallback
+    quota_per_class: int = Field(0, ge=0)  # used by selection=quota
+    target_precision: float = Field(0.9, gt=0.0, le=1.0)  # used by selection=precision
+    confidence_floor: float = Field(0.0, ge=0.0, le=1.0)  # quota and precision never keep an image below it
     ensemble_size: int = Field(1, ge=1)
     teacher: ClassifierConfig = Field(default_factory=lambda: ClassifierConfig(epochs=5))
+
+    @model_validator(mode="after")
+    def _usable_selection(self) -> CalibrateConfig:
+        if self.policy == "relabel" and self.selection != "threshold":
+            raise ValueError(
+                f"calibrate.selection {self.selection!r} has no effect: calibrate.policy 'relabel' keeps every image"
+            )
+        if self.selection == "quota" and self.quota_per_class == 0:
+            raise ValueError("calibrate.quota_per_class must be at least 1 when calibrate.selection is 'quota'")
+        return self
 
 
 MergeSource = Literal["real", "offline", "gan"]
@@ -185,6 +200,26 @@ class Params(Section):
     merge: MergeConfig = Field(default_factory=MergeConfig)
     train: ClassifierConfig = Field(default_factory=ClassifierConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    def external_inputs(self) -> list[ExternalInput]:
+        """Every file or folder the pipeline reads from outside its own outputs, with its params key."""
+        inputs = [ExternalInput("fetch.path", self.fetch.path, "dataset")]
+        inputs += [
+            ExternalInput(f"evaluate.extra_test_sets.{name}.path", spec.path, "dataset")
+            for name, spec in self.evaluate.extra_test_sets.items()
+        ]
+        inputs += [
+            ExternalInput("train.weights_path", self.train.weights_path, "weights"),
+            ExternalInput("calibrate.teacher.weights_path", self.calibrate.teacher.weights_path, "weights"),
+        ]
+        return [given for given in inputs if given.path]
+
+
+@dataclass(frozen=True)
+class ExternalInput:
+    key: str  # dotted params key, for error messages
+    path: str
+    kind: Literal["dataset", "weights"]
 
 
 def load_params(raw: Mapping[str, Any], source: str = "params.yaml") -> Params:

@@ -102,12 +102,11 @@ def load_extra_test_set(
     return aligned
 
 
-def write_evaluation(evaluation: Evaluation, metrics_path: Path, confusion_dir: Path) -> None:
-    """metrics JSON plus `<set>.json` confusion rows per set, the directory replaced atomically."""
+def write_confusion(evaluation: Evaluation, confusion_dir: Path) -> None:
+    """`<set>.json` confusion rows per set, the directory replaced atomically."""
     with atomic_directory(Path(confusion_dir)) as staging:
         for name, rows in evaluation.confusion.items():
             write_json(staging / f"{name}.json", rows)
-    write_json(Path(metrics_path), evaluation.metrics)
 
 
 def _check_set_names(extra_sets: Mapping[str, ExtraTestSet]) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from fersynth.config import FaceAlignConfig
 from fersynth.datasets.format import SPLITS, Dataset
+from fersynth.errors import DataError
 from fersynth.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -35,6 +36,12 @@ log = logging.getLogger(__name__)
 Outcome = Literal["aligned", "fallback", "dropped", "resized"]
 OUTCOMES: tuple[Outcome, ...] = ("aligned", "fallback", "dropped", "resized")
 OUTCOMES_FILE = "face_align.csv"
+# facenet-pytorch's metadata pins torch<2.3, so it cannot be a dependency of fersynth; it runs on ours.
+MTCNN_MISSING = (
+    "face_align.detector: mtcnn needs facenet-pytorch, installed apart from fersynth because its metadata "
+    "pins an old torch: run `pip install --no-deps facenet-pytorch==2.6.0` (make setup does), "
+    "or set face_align.detector: none for pre-cropped faces"
+)
 OUTCOMES_COLUMNS = ("id", "outcome", "confidence", "angle")
 MIN_FACE_SIZE = 20  # pixels; MTCNN's default, small enough for 48-pixel face crops
 
@@ -239,8 +246,10 @@ def _pick_face(
 @lru_cache(maxsize=1)
 def _mtcnn() -> MTCNN:
     """MTCNN on the CPU, loaded once per process (the evaluate stage aligns several test sets)."""
-    from facenet_pytorch import MTCNN  # imported lazily: loading it costs time that detector none never needs
-
+    try:  # imported lazily: loading it costs time that detector none never needs
+        from facenet_pytorch import MTCNN
+    except ImportError:
+        raise DataError(MTCNN_MISSING) from None
     return MTCNN(keep_all=False, select_largest=True, min_face_size=MIN_FACE_SIZE, device="cpu").eval()
 
 

@@ -1,0 +1,75 @@
+"""What is a metric: the one rule that splits a stage's numbers into headline and diagnostics.
+
+Headline figures are what a reviewer decides on (accuracy, UAR, macro-F1, per-class recall,
+synthetic share, acceptance). They are declared DVC metrics, so `dvc metrics diff` and
+`dvc exp show` lead with them. Everything a stage measures, headline included, also goes to
+a plain JSON diagnostics file beside them: full numbers, one `dvc metrics show FILE` away.
+Later figures join by adding a pattern here, nowhere else.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import platform
+from collections.abc import Mapping
+from importlib import metadata
+from typing import Any
+
+# Stage name (as in dvc.yaml) -> glob patterns of its headline keys. A stage not listed has
+# no headline figures: all its numbers are diagnostics.
+HEADLINE_KEYS: Mapping[str, tuple[str, ...]] = {
+    "calibrate": (
+        "accepted_total",
+        "acceptance_rate",
+        "classes_with_nothing_kept",
+        "expression_accuracy",
+        "frechet_distance",
+        "teacher_val_macro_f1",
+    ),
+    "merge": ("synthetic_share",),
+    "train": ("best_epoch", "best_val_accuracy", "best_val_macro_f1"),
+    # Extra (cross-dataset) test sets nest the same keys under their names.
+    "evaluate": ("accuracy", "balanced_accuracy", "macro_f1", "recall_*"),
+}
+
+# Distributions whose versions decide the numbers; recorded beside the metrics.
+RECORDED_PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "albumentations", "dvc")
+
+
+def headline_metrics(stage: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline subset of a stage's metrics, in their original order; nested sets keep their nesting."""
+    patterns = HEADLINE_KEYS.get(stage, ())
+    headline: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            nested = headline_metrics(stage, value)
+            if nested:
+                headline[key] = nested
+        elif any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns):
+            headline[key] = value
+    return headline
+
+
+def has_headline(stage: str) -> bool:
+    return stage in HEADLINE_KEYS
+
+
+def run_environment() -> dict[str, Any]:
+    """Thread count, device and library versions: what two runs must share to be compared."""
+    import torch  # only stages that already run torch record this
+
+    versions = {name: _version(name) for name in RECORDED_PACKAGES}
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        **versions,
+    }
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
