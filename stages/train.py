@@ -36,7 +36,8 @@ def command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
-    run = train_from_directories(train, val, params.common.classes, params.train, params.common.seed, live)
+    seed = params.train.seed_or(params.common.seed)
+    run = train_from_directories(train, val, params.common.classes, params.train, seed, live)
     with atomic_directory(out) as staging:
         save_classifier(staging / MODEL_FILE, run.fit.model, params.train, run.classes, run.image_shape)
     write_stage_metrics("train", run.metrics(), diagnostics, metrics, record_environment=True)

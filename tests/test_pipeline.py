@@ -41,7 +41,9 @@ SHRUNK = {
     "fetch": {"demo_train": 210, "demo_val": 70, "demo_test": 70},
     "augment_offline": {"variants_per_image": 1},
     "train_gan": {"epochs": 1, "batch_size": 32},
-    "calibrate": {"teacher": {"epochs": 1}},
+    # A one-epoch teacher is too weak for precision thresholds; a quota still shows every planned class
+    # travelling from generate through calibrate into the merged training set.
+    "calibrate": {"teacher": {"epochs": 1}, "selection": "quota", "quota_per_class": 20},
     "train": {"epochs": 1},
 }
 # Produced by the pipeline (the real repo commits them as its baseline); the copy makes its own.
@@ -139,6 +141,14 @@ def test_repro_runs_all_nine_stages_then_nothing(baseline: tuple[Path, str]) -> 
     assert evaluation == {key: diagnostics[key] for key in evaluation}
     for stage in ALL_STAGES:
         assert (repo / "metrics" / "diagnostics" / f"{stage.replace('-', '_')}.json").is_file(), stage
+    planned = json.loads((repo / "metrics" / "diagnostics" / "generate.json").read_text())
+    merged = json.loads((repo / "metrics" / "diagnostics" / "merge.json").read_text())
+    planned_classes = [
+        key.removeprefix("planned_") for key, count in planned.items() if key.startswith("planned_") and count
+    ]
+    assert planned_classes, "the demo's balance_to_max plans every class but the largest"
+    assert {name: merged[f"synthetic_{name}"] for name in planned_classes} == dict.fromkeys(planned_classes, 20)
+    assert json.loads((repo / "metrics" / "calibrate.json").read_text())["classes_with_nothing_kept"] == 0
     second = _dvc(repo, "repro")
     assert _stages_run(second) == []
     assert "up to date" in second.lower()

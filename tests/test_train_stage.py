@@ -90,3 +90,22 @@ def test_train_needs_a_val_split(workdir: Path) -> None:
     assert code != 0
     assert "merged" in output and "val" in output
     assert not (workdir / "model").exists()
+
+
+def _weights(path: Path) -> list[torch.Tensor]:
+    return list(load_classifier(path).model.state_dict().values())
+
+
+def test_train_seed_replaces_common_seed_for_the_classifier_only(workdir: Path) -> None:
+    """`train.seed: 3` trains exactly what `common.seed: 3` would; another seed trains other weights."""
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    runs = {"common3": ({"seed": 3}, {}), "train3": ({"seed": 0}, {"seed": 3}), "train4": ({"seed": 0}, {"seed": 4})}
+    for out, (common, train) in runs.items():
+        params["common"] |= common
+        params["train"] |= {"seed": None} | train
+        (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+        code, output = _train(workdir, out=out)
+        assert code == 0, output
+    common3, train3, train4 = (_weights(workdir / out) for out in runs)
+    assert all(torch.equal(a, b) for a, b in zip(common3, train3, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(train3, train4, strict=True))

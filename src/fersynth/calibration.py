@@ -366,31 +366,33 @@ def teacher_key(config: ClassifierConfig, seed: int, classes: Sequence[str], fin
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def load_or_train_classifier(
+    train: Dataset, val: Dataset, config: ClassifierConfig, seed: int, cache_dir: Path, role: str
+) -> nn.Module:
+    """One real-data classifier (a teacher or the judge): loaded from `cache_dir` when cached, else trained there."""
+    fingerprint = data_fingerprint(train, val)
+    entry = Path(cache_dir) / f"{role}-{teacher_key(config, seed, train.classes, fingerprint)}"
+    if (entry / TEACHER_FILE).is_file():
+        log.info("%s (seed %d): cache hit, loading %s", role, seed, entry)
+        return load_classifier(entry / TEACHER_FILE).model
+    log.info("%s (seed %d): not cached, training -> %s", role, seed, entry)
+    model = fit_classifier(train, val, config, seed=seed, description=role).model
+    with atomic_directory(entry) as staging:
+        save_classifier(staging / TEACHER_FILE, model, config, train.classes, tuple(train.images.shape[1:]))
+        info = {"role": role, "seed": seed, "classes": list(train.classes), "data_fingerprint": fingerprint}
+        write_json(staging / TEACHER_INFO_FILE, {**info, "config": config.model_dump(mode="json")})
+    return model
+
+
 def load_or_train_teachers(
     train: Dataset, val: Dataset, config: CalibrateConfig, seed: int, cache_dir: Path
 ) -> TeacherEnsemble:
-    """Teachers seed, seed+1, ...: loaded from `cache_dir` when cached, else trained and cached atomically."""
-    fingerprint = data_fingerprint(train, val)
-    models = []
-    for member in range(config.ensemble_size):
-        member_seed = seed + member
-        entry = Path(cache_dir) / f"teacher-{teacher_key(config.teacher, member_seed, train.classes, fingerprint)}"
-        if (entry / TEACHER_FILE).is_file():
-            log.info(
-                "teacher %d/%d (seed %d): cache hit, loading %s", member + 1, config.ensemble_size, member_seed, entry
-            )
-            models.append(load_classifier(entry / TEACHER_FILE).model)
-            continue
-        log.info(
-            "teacher %d/%d (seed %d): not cached, training -> %s", member + 1, config.ensemble_size, member_seed, entry
-        )
-        description = f"teacher {member + 1}/{config.ensemble_size}"
-        model = fit_classifier(train, val, config.teacher, seed=member_seed, description=description).model
-        with atomic_directory(entry) as staging:
-            save_classifier(staging / TEACHER_FILE, model, config.teacher, train.classes, tuple(train.images.shape[1:]))
-            info = {"seed": member_seed, "classes": list(train.classes), "data_fingerprint": fingerprint}
-            write_json(staging / TEACHER_INFO_FILE, {**info, "config": config.teacher.model_dump(mode="json")})
-        models.append(model)
+    """Teachers seed, seed+1, ... (seed from calibrate.teacher.seed or common.seed), each cached on its own."""
+    first_seed = config.teacher.seed_or(seed)
+    models = [
+        load_or_train_classifier(train, val, config.teacher, first_seed + member, cache_dir, role="teacher")
+        for member in range(config.ensemble_size)
+    ]
     val_probas = [predict_proba(model, val.images) for model in models]
     scores = [macro_f1(val.labels, proba.argmax(axis=1)) for proba in val_probas]
     log.info("teacher macro-F1 on real val: %s", ", ".join(f"{score:.3f}" for score in scores))
@@ -398,6 +400,34 @@ def load_or_train_teachers(
         np.mean(val_probas, axis=0).astype(np.float32), val.labels.astype(np.int64), tuple(train.classes)
     )
     return TeacherEnsemble(models=models, val_macro_f1=scores, val=ensemble_val)
+
+
+def judge_metrics(
+    judge: nn.Module,
+    val: Dataset,
+    synthetic_images: np.ndarray,
+    intended: np.ndarray,
+    decision: Decision,
+    classes: Sequence[str],
+) -> dict[str, float]:
+    """How recognisable the generated faces are to a classifier that did not select them.
+
+    `judge_expression_accuracy(_<c>)` grades every generated image (the generator's quality);
+    `judge_kept_agreement` grades the kept ones against their final label (the selection's quality).
+    """
+    predicted = predict_proba(judge, synthetic_images).argmax(axis=1)
+    metrics = {"judge_val_macro_f1": macro_f1(val.labels, predict_proba(judge, val.images).argmax(axis=1))}
+    metrics["judge_expression_accuracy"] = float((predicted == intended).mean())
+    for index, name in enumerate(classes):
+        generated = intended == index
+        metrics[f"judge_expression_accuracy_{name}"] = (
+            float((predicted[generated] == index).mean()) if generated.any() else float("nan")
+        )
+    kept = decision.keep
+    metrics["judge_kept_agreement"] = (
+        float((predicted[kept] == decision.labels[kept]).mean()) if kept.any() else float("nan")
+    )
+    return metrics
 
 
 def calibrate(
@@ -432,6 +462,11 @@ def calibrate(
     metrics["teacher_val_macro_f1"] = float(np.mean(teachers.val_macro_f1))
     metrics.update(teacher_val_recall(teachers.val))
     metrics["frechet_distance"] = _frechet_to_real(teachers.models[0], train.images, synthetic.images)
+    if config.judge is not None:
+        # Its first default seed is one no teacher uses, so it is not a copy of teacher 1.
+        judge_seed = config.judge.seed_or(config.teacher.seed_or(seed) + config.ensemble_size)
+        judge = load_or_train_classifier(train, val, config.judge, judge_seed, teachers_dir, role="judge")
+        metrics.update(judge_metrics(judge, val, synthetic.images, intended, decision, real.classes))
     log.info(
         "%s policy, %s selection: kept %d of %d synthetic images; expression accuracy %.3f",
         config.policy,

@@ -135,6 +135,12 @@ class ClassifierConfig(Section):
     weights_path: str = ""  # resnet18 only: local torchvision state dict for transfer learning
     freeze_blocks: int = Field(0, ge=0, le=4)  # resnet18 with weights: residual stages kept frozen
     backbone_lr_scale: float = Field(0.1, gt=0.0, le=1.0)  # resnet18 with weights: lr factor of the backbone
+    # Seeds this classifier's initialisation and batch order instead of common.seed, so a comparison
+    # over seeds reruns only this classifier, not the data and GAN stages that common.seed feeds.
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+    def seed_or(self, common_seed: int) -> int:
+        return common_seed if self.seed is None else self.seed
 
 
 class CalibrateConfig(Section):
@@ -146,6 +152,9 @@ class CalibrateConfig(Section):
     confidence_floor: float = Field(0.0, ge=0.0, le=1.0)  # quota and precision never keep an image below it
     ensemble_size: int = Field(1, ge=1)
     teacher: ClassifierConfig = Field(default_factory=lambda: ClassifierConfig(epochs=5))
+    # A classifier trained on the same real data that takes no part in selection, so the quality of the
+    # generated faces is not graded by the model that selected them; null = no judge (saves its training).
+    judge: ClassifierConfig | None = None
 
     @model_validator(mode="after")
     def _usable_selection(self) -> CalibrateConfig:

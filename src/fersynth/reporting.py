@@ -24,6 +24,7 @@ HEADLINE_KEYS: Mapping[str, tuple[str, ...]] = {
         "classes_with_nothing_kept",
         "expression_accuracy",
         "frechet_distance",
+        "judge_expression_accuracy",
         "teacher_val_macro_f1",
     ),
     "merge": ("synthetic_share",),

@@ -30,6 +30,7 @@ from fersynth.gan.checkpoint import load_checkpoint, restore_rng, save_checkpoin
 from fersynth.gan.generator import GanGenerator
 from fersynth.gan.models import Discriminator, GanArchitecture, Generator, upsampling_steps
 from fersynth.progress import progress_bar
+from fersynth.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,9 @@ def train_gan(
     Resumes from `checkpoint_dir` when it holds a checkpoint of this exact config, seed and data.
     `on_epoch_end` runs after each epoch's checkpoint (tests interrupt a run through it).
     """
+    # Training draws from its own seeded generators; seeding the global ones too makes the RNG snapshot
+    # inside each checkpoint, and so the checkpoint file DVC hashes, the same on every run.
+    seed_everything(seed)
     train = training_images(dataset, offline if config.use_offline else None)
     units = training_units(train, config)
     arch = architecture(train, config)

@@ -1,0 +1,97 @@
+"""Real-only vs class-weighted real-only vs synthetic, over classifier seeds, in a fresh clone of HEAD.
+
+    .venv/bin/python benchmarks/compare_synthetic.py                       # the demo, seeds 0 1 2
+    .venv/bin/python benchmarks/compare_synthetic.py --seeds 0 1 2 \\
+        -S fetch.source=fer2013 -S fetch.path=data/raw/fer2013.zip       # after `dvc import-url` in HEAD
+
+Each run is `dvc exp run -n <variant>-s<seed> -S train.seed=<seed> ...` from the committed params (plus
+every -S given here); each variant also runs its first seed with OMP_NUM_THREADS=1. Prints each
+run's wall time and stages, then mean ± std per variant and whether the synthetic variant's gains
+over real-only exceed twice their std. Per-run metrics go to --out as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fersynth.comparison import DEFAULT_VARIANTS, REPORTED, Run, gain_verdicts, markdown_table, plan_runs, summarise
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="key=value for all runs")
+    parser.add_argument("--out", type=Path, default=Path("compare_synthetic.jsonl"))
+    parser.add_argument("--no-one-thread", action="store_true", help="skip the one-thread run per variant")
+    arguments = parser.parse_args()
+
+    runs = plan_runs(DEFAULT_VARIANTS, arguments.seeds, one_thread=not arguments.no_one_thread)
+    with tempfile.TemporaryDirectory() as work:
+        clone = Path(work) / "fersynth"
+        subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        subprocess.run(["dvc", "pull", "-q"], cwd=clone, env=_env(None), check=False)  # reuse what the remote has
+        print(f"nproc={os.cpu_count()}; clone of {_head()}; overrides: {arguments.overrides or 'none'}", flush=True)
+        results: dict[str, list[dict[str, float]]] = {}
+        with arguments.out.open("w") as log:
+            for run in runs:
+                metrics = _run(clone, run, arguments.overrides)
+                log.write(json.dumps({"run": run.name, "overrides": list(run.overrides), **metrics}) + "\n")
+                log.flush()
+                if run.threads is None:
+                    results.setdefault(run.variant.name, []).append(metrics)
+    summaries = summarise(results)
+    print(markdown_table(summaries))
+    print("\n".join(gain_verdicts(summaries, "synthetic", "real-only", REPORTED)))
+    return 0
+
+
+def _run(clone: Path, run: Run, extra: list[str]) -> dict[str, float]:
+    # `dvc exp run` leaves its params in the workspace: every run starts again from the committed ones.
+    subprocess.run(["git", "checkout", "-q", "--", "params.yaml"], cwd=clone, check=True)
+    settings = [argument for setting in (*run.overrides, *extra) for argument in ("-S", setting)]
+    start = time.perf_counter()
+    command = ["dvc", "exp", "run", "-n", run.name, *settings]
+    done = subprocess.run(command, cwd=clone, env=_env(run.threads), capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{run.name} failed:\n{(done.stdout + done.stderr)[-4000:]}")
+    stages = " ".join(re.findall(r"Running stage '([\w-]+)'", done.stdout))
+    metrics = json.loads((clone / "metrics" / "evaluate.json").read_text())
+    calibrate = json.loads((clone / "metrics" / "diagnostics" / "calibrate.json").read_text())
+    merge = json.loads((clone / "metrics" / "merge.json").read_text())
+    summary = {key: metrics[key] for key in REPORTED} | {
+        "synthetic_share": merge["synthetic_share"],
+        "accepted_disgust": calibrate["accepted_disgust"],
+        "judge_expression_accuracy": calibrate.get("judge_expression_accuracy"),
+    }
+    print(f"{run.name}: {time.perf_counter() - start:.0f} s; ran: {stages or 'nothing'}; {summary}", flush=True)
+    return summary
+
+
+def _env(threads: int | None) -> dict[str, str]:
+    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.setdefault("GIT_AUTHOR_NAME", "bench")
+    env.setdefault("GIT_AUTHOR_EMAIL", "bench@example.com")
+    env.setdefault("GIT_COMMITTER_NAME", "bench")
+    env.setdefault("GIT_COMMITTER_EMAIL", "bench@example.com")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def _head() -> str:
+    command = ["git", "rev-parse", "--short", "HEAD"]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
