@@ -39,7 +39,6 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as work:
         clone = Path(work) / "fersynth"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-        subprocess.run(["dvc", "pull", "-q"], cwd=clone, env=_env(None), check=False)  # reuse what the remote has
         print(f"nproc={os.cpu_count()}; clone of {_head()}; overrides: {arguments.overrides or 'none'}", flush=True)
         results: dict[str, list[dict[str, float]]] = {}
         with arguments.out.open("w") as log:

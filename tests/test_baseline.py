@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fersynth.baseline import metric_differences, stale_stages
+from fersynth.baseline import environment_differences, metric_differences, stale_stages
 
 
 def test_metrics_within_tolerance_agree() -> None:
@@ -54,3 +54,12 @@ def test_changed_code_or_params_make_the_stage_stale() -> None:
 def test_an_upstream_output_that_differs_does_not_make_downstream_stale() -> None:
     """A differing intermediate output is a reproducibility question, left to the metric comparison."""
     assert stale_stages(_lock("c1", 0.001, aligned_md5="a2"), _lock("c1", 0.001)) == []
+
+
+def test_environment_differences_name_each_field() -> None:
+    committed = {"cpu": "AMD EPYC", "torch_threads": 2, "torch": "2.14.1"}
+    assert environment_differences(dict(committed), committed) == []
+    assert environment_differences(committed | {"cpu": "Intel Xeon", "torch_threads": 1}, committed) == [
+        "cpu: Intel Xeon now, AMD EPYC committed",
+        "torch_threads: 1 now, 2 committed",
+    ]

@@ -13,6 +13,7 @@ import fnmatch
 import platform
 from collections.abc import Mapping
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 # Stage name (as in dvc.yaml) -> glob patterns of its headline keys. A stage not listed has
@@ -51,10 +52,6 @@ def headline_metrics(stage: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     return headline
 
 
-def has_headline(stage: str) -> bool:
-    return stage in HEADLINE_KEYS
-
-
 def run_environment() -> dict[str, Any]:
     """Thread count, device and library versions: what two runs must share to be compared."""
     import torch  # only stages that already run torch record this
@@ -63,10 +60,21 @@ def run_environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         **versions,
     }
+
+
+def cpu_model() -> str:
+    """The processor's model name: another CPU may pick other math kernels, so other low bits."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or "unknown"
 
 
 def _version(distribution: str) -> str:
