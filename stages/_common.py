@@ -61,10 +61,12 @@ def check_tracked_inputs(params: Params, repo_root: Path) -> None:
         folder = TRACKED_INPUT_DIRS[given.kind]
         lexical = Path(os.path.normpath(repo_root / given.path))
         if not lexical.is_relative_to(os.path.normpath(repo_root / folder)):
+            # dvc import-url resolves a relative local path against something else than the shell's
+            # directory, so the suggested command names the file absolutely.
             raise ParamsError(
                 f"{given.key}: {given.path} is outside {folder}/, so DVC would not see it change. "
-                f"Bring it in first, e.g. `dvc import-url {given.path} {folder}/{Path(given.path).name}` "
-                f"(or copy it there and `dvc add` it), then set {given.key}={folder}/{Path(given.path).name}"
+                f"Bring it in first, e.g. `dvc import-url {lexical.absolute()} {folder}/{lexical.name}` "
+                f"(or copy it there and `dvc add` it), then set {given.key}={folder}/{lexical.name}"
             )
 
 
