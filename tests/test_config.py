@@ -100,3 +100,14 @@ def test_file_sources_need_a_path() -> None:
 
 def test_defaults_build_without_a_file(tmp_path: Path) -> None:
     assert Params().common.classes[1] == "disgust"
+
+
+def test_every_classifier_weights_path_is_an_external_input() -> None:
+    """train, the teacher and the judge each read their weights file: each must be DVC-tracked."""
+    weights = {"weights_path": "models/pretrained/r18.pt"}
+    params = load_params({"train": weights, "calibrate": {"teacher": weights, "judge": weights}})
+    assert [(given.key, given.kind) for given in params.external_inputs()] == [
+        ("train.weights_path", "weights"),
+        ("calibrate.teacher.weights_path", "weights"),
+        ("calibrate.judge.weights_path", "weights"),
+    ]

@@ -84,6 +84,7 @@ class TeacherEnsemble:
     models: Sequence[nn.Module]
     val_macro_f1: Sequence[float]
     val: ValScores
+    data_fingerprint: str  # of the real train+val data they learned from: the judge's cache key reuses it
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Mean softmax of the teachers, (N, K) float32 (N may be 0)."""
@@ -367,10 +368,12 @@ def teacher_key(config: ClassifierConfig, seed: int, classes: Sequence[str], fin
 
 
 def load_or_train_classifier(
-    train: Dataset, val: Dataset, config: ClassifierConfig, seed: int, cache_dir: Path, role: str
+    train: Dataset, val: Dataset, config: ClassifierConfig, seed: int, cache_dir: Path, role: str, fingerprint: str
 ) -> nn.Module:
-    """One real-data classifier (a teacher or the judge): loaded from `cache_dir` when cached, else trained there."""
-    fingerprint = data_fingerprint(train, val)
+    """One real-data classifier (a teacher or the judge): loaded from `cache_dir` when cached, else trained there.
+
+    `fingerprint` is `data_fingerprint(train, val)`, hashed once by the caller for all its classifiers.
+    """
     entry = Path(cache_dir) / f"{role}-{teacher_key(config, seed, train.classes, fingerprint)}"
     if (entry / TEACHER_FILE).is_file():
         log.info("%s (seed %d): cache hit, loading %s", role, seed, entry)
@@ -389,8 +392,9 @@ def load_or_train_teachers(
 ) -> TeacherEnsemble:
     """Teachers seed, seed+1, ... (seed from calibrate.teacher.seed or common.seed), each cached on its own."""
     first_seed = config.teacher.seed_or(seed)
+    fingerprint = data_fingerprint(train, val)
     models = [
-        load_or_train_classifier(train, val, config.teacher, first_seed + member, cache_dir, role="teacher")
+        load_or_train_classifier(train, val, config.teacher, first_seed + member, cache_dir, "teacher", fingerprint)
         for member in range(config.ensemble_size)
     ]
     val_probas = [predict_proba(model, val.images) for model in models]
@@ -399,7 +403,7 @@ def load_or_train_teachers(
     ensemble_val = ValScores(
         np.mean(val_probas, axis=0).astype(np.float32), val.labels.astype(np.int64), tuple(train.classes)
     )
-    return TeacherEnsemble(models=models, val_macro_f1=scores, val=ensemble_val)
+    return TeacherEnsemble(models=models, val_macro_f1=scores, val=ensemble_val, data_fingerprint=fingerprint)
 
 
 def judge_metrics(
@@ -465,7 +469,9 @@ def calibrate(
     if config.judge is not None:
         # Its first default seed is one no teacher uses, so it is not a copy of teacher 1.
         judge_seed = config.judge.seed_or(config.teacher.seed_or(seed) + config.ensemble_size)
-        judge = load_or_train_classifier(train, val, config.judge, judge_seed, teachers_dir, role="judge")
+        judge = load_or_train_classifier(
+            train, val, config.judge, judge_seed, teachers_dir, "judge", teachers.data_fingerprint
+        )
         metrics.update(judge_metrics(judge, val, synthetic.images, intended, decision, real.classes))
     log.info(
         "%s policy, %s selection: kept %d of %d synthetic images; expression accuracy %.3f",

@@ -217,9 +217,15 @@ class Params(Section):
             ExternalInput(f"evaluate.extra_test_sets.{name}.path", spec.path, "dataset")
             for name, spec in self.evaluate.extra_test_sets.items()
         ]
+        classifiers = {
+            "train": self.train,
+            "calibrate.teacher": self.calibrate.teacher,
+            "calibrate.judge": self.calibrate.judge,
+        }
         inputs += [
-            ExternalInput("train.weights_path", self.train.weights_path, "weights"),
-            ExternalInput("calibrate.teacher.weights_path", self.calibrate.teacher.weights_path, "weights"),
+            ExternalInput(f"{key}.weights_path", classifier.weights_path, "weights")
+            for key, classifier in classifiers.items()
+            if classifier is not None
         ]
         return [given for given in inputs if given.path]
 
