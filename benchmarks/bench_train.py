@@ -20,8 +20,9 @@ import torch
 
 from fersynth.config import CANONICAL_CLASSES, ClassifierConfig
 from fersynth.datasets.format import Dataset
+from fersynth.device import default_device
 from fersynth.models import count_parameters
-from fersynth.training import default_device, fit_classifier
+from fersynth.training import fit_classifier
 
 FER2013_TRAIN_IMAGES = 28_709
 IMAGE_SIZE = 48

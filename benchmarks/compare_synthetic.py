@@ -2,12 +2,19 @@
 
     .venv/bin/python benchmarks/compare_synthetic.py                       # the demo, seeds 0 1 2
     .venv/bin/python benchmarks/compare_synthetic.py --seeds 0 1 2 \\
-        -S fetch.source=fer2013 -S fetch.path=data/raw/fer2013.zip       # after `dvc import-url` in HEAD
+        --import-url "$PWD/../shared/data/fer2013.zip" data/raw/fer2013.zip \\
+        -S fetch.source=fer2013 -S fetch.path=data/raw/fer2013.zip
 
 Each run is `dvc exp run -n <variant>-s<seed> -S train.seed=<seed> ...` from the committed params (plus
-every -S given here); each variant also runs its first seed with OMP_NUM_THREADS=1. Prints each
+every -S given here, under the variant's own: real-only keeps generating nothing); each variant also runs its first seed with OMP_NUM_THREADS=1. Prints each
 run's wall time and stages, then mean ± std per variant and whether the synthetic variant's gains
 over real-only exceed twice their std. Per-run metrics go to --out as JSON lines.
+
+`--import-url SOURCE DEST` imports a dataset into the clone's data/raw and commits it there (the
+committed repository stays on the demo). `--prefill SOURCE DEST` copies a directory into the clone
+before the first run: teachers (`models/teachers`) or GAN checkpoints (`models/gan_checkpoints`)
+trained elsewhere, e.g. on a GPU. The stages find them by their cache keys and fingerprints, so only
+files trained with exactly the run's params and data are used; anything else is retrained.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,12 +41,15 @@ def main() -> int:
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="key=value for all runs")
     parser.add_argument("--out", type=Path, default=Path("compare_synthetic.jsonl"))
     parser.add_argument("--no-one-thread", action="store_true", help="skip the one-thread run per variant")
+    parser.add_argument("--import-url", nargs=2, action="append", default=[], metavar=("SOURCE", "DEST"))
+    parser.add_argument("--prefill", nargs=2, action="append", default=[], metavar=("SOURCE", "DEST"))
     arguments = parser.parse_args()
 
     runs = plan_runs(DEFAULT_VARIANTS, arguments.seeds, one_thread=not arguments.no_one_thread)
     with tempfile.TemporaryDirectory() as work:
         clone = Path(work) / "fersynth"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        _prepare(clone, arguments.import_url, arguments.prefill)
         print(f"nproc={os.cpu_count()}; clone of {_head()}; overrides: {arguments.overrides or 'none'}", flush=True)
         results: dict[str, list[dict[str, float]]] = {}
         with arguments.out.open("w") as log:
@@ -54,10 +65,26 @@ def main() -> int:
     return 0
 
 
+def _prepare(clone: Path, imports: list[list[str]], prefills: list[list[str]]) -> None:
+    for source, destination in imports:
+        _git_or_dvc(clone, "dvc", "import-url", str(Path(source).resolve()), destination)
+    if imports:
+        _git_or_dvc(clone, "git", "add", "-A", "data/raw")
+        _git_or_dvc(clone, "git", "commit", "-q", "-m", "comparison inputs")
+    for source, destination in prefills:
+        shutil.copytree(source, clone / destination, dirs_exist_ok=True)
+
+
+def _git_or_dvc(clone: Path, *command: str) -> None:
+    done = subprocess.run(command, cwd=clone, env=_env(None), capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{(done.stdout + done.stderr)[-4000:]}")
+
+
 def _run(clone: Path, run: Run, extra: list[str]) -> dict[str, float]:
     # `dvc exp run` leaves its params in the workspace: every run starts again from the committed ones.
     subprocess.run(["git", "checkout", "-q", "--", "params.yaml"], cwd=clone, check=True)
-    settings = [argument for setting in (*run.overrides, *extra) for argument in ("-S", setting)]
+    settings = [argument for setting in run.settings(extra) for argument in ("-S", setting)]
     start = time.perf_counter()
     command = ["dvc", "exp", "run", "-n", run.name, *settings]
     done = subprocess.run(command, cwd=clone, env=_env(run.threads), capture_output=True, text=True)

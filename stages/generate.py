@@ -31,7 +31,7 @@ def command(
     params = read_params(params_path)
     real = read_dataset(reference, params.common.classes)
     plan = plan_counts(real.class_counts(split="train"), params.generate)
-    backend = GanBackend(generator)
+    backend = GanBackend(generator, params.generate.truncation)
     check_reference_shape(backend, real.images.shape[1:], generator)
     dataset = generate_dataset(backend, plan, params.common.seed, params.generate.batch_size)
     write_dataset(dataset, out, preview_title=f"generated ({params.generate.backend}, {params.generate.target})")

@@ -34,3 +34,9 @@ def test_summary_gives_mean_and_sample_std_and_the_verdict() -> None:
     assert gain_verdicts(summaries, "synthetic", "real-only", ["macro_f1"]) == [
         "macro_f1: synthetic - real-only = +0.120 (2 std = 0.040): beyond noise"
     ]
+
+
+def test_a_variants_own_overrides_win_over_the_common_ones() -> None:
+    run = plan_runs([Variant("real-only", ("generate.per_class=0", "merge.sources=[real]"))], [3], one_thread=False)[0]
+    settings = run.settings(["generate.per_class=500", "train.epochs=4"])
+    assert settings == ["generate.per_class=0", "train.epochs=4", "merge.sources=[real]", "train.seed=3"]

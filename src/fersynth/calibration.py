@@ -1,6 +1,7 @@
 """Calibrate synthetic faces with teacher classifiers trained on real images only.
 
-Teachers: `ensemble_size` classifiers trained on the real train split (seeds seed, seed+1, ...) and
+Teachers: `ensemble_size` classifiers (seeds seed, seed+1, ...) per class weighting in
+`ensemble_class_weightings` (default: the teacher's own), trained on the real train split and
 checkpoint-selected on the real val split; their mean softmax scores every synthetic image. They are
 cached one directory per teacher, keyed on everything that determines its weights (teacher config,
 its seed, the classes, a fingerprint of the real train+val data): a threshold or policy change, or a
@@ -390,11 +391,13 @@ def load_or_train_classifier(
 def load_or_train_teachers(
     train: Dataset, val: Dataset, config: CalibrateConfig, seed: int, cache_dir: Path
 ) -> TeacherEnsemble:
-    """Teachers seed, seed+1, ... (seed from calibrate.teacher.seed or common.seed), each cached on its own."""
+    """Teachers seed, seed+1, ... (seed from calibrate.teacher.seed or common.seed) for each class weighting of
+    `config.teacher_configs()`, each cached on its own."""
     first_seed = config.teacher.seed_or(seed)
     fingerprint = data_fingerprint(train, val)
     models = [
-        load_or_train_classifier(train, val, config.teacher, first_seed + member, cache_dir, "teacher", fingerprint)
+        load_or_train_classifier(train, val, teacher, first_seed + member, cache_dir, "teacher", fingerprint)
+        for teacher in config.teacher_configs()
         for member in range(config.ensemble_size)
     ]
     val_probas = [predict_proba(model, val.images) for model in models]

@@ -47,6 +47,12 @@ class Run:
     def overrides(self) -> tuple[str, ...]:
         return (*self.variant.overrides, f"train.seed={self.seed}")
 
+    def settings(self, common: Sequence[str]) -> list[str]:
+        """`common` overrides (given for every run) with this run's own on top: for a key set by both,
+        the run's value wins, so real-only still generates nothing when `common` sets a generate target."""
+        merged = {setting.partition("=")[0]: setting for setting in (*common, *self.overrides)}
+        return list(merged.values())
+
 
 def plan_runs(variants: Sequence[Variant], seeds: Sequence[int], one_thread: bool = True) -> list[Run]:
     """Every variant at every seed, grouped by variant so upstream stages rerun once per variant.

@@ -112,6 +112,7 @@ class GenerateConfig(Section):
     counts: dict[str, int] = Field(default_factory=dict)  # used by target=counts
     oversample: float = Field(1.5, ge=1.0)  # headroom for images calibration rejects
     batch_size: int = Field(256, ge=1)
+    truncation: float = Field(0.0, ge=0.0)  # GAN latents redrawn beyond ±truncation (0 = none)
 
 
 class ClassifierConfig(Section):
@@ -152,6 +153,10 @@ class CalibrateConfig(Section):
     confidence_floor: float = Field(0.0, ge=0.0, le=1.0)  # quota and precision never keep an image below it
     ensemble_size: int = Field(1, ge=1)
     teacher: ClassifierConfig = Field(default_factory=lambda: ClassifierConfig(epochs=5))
+    # One teacher per listed class weighting (each × ensemble_size seeds); empty = teacher.class_weighting only.
+    # An unweighted teacher rarely predicts a rare class and a balanced one over-predicts it: averaged,
+    # they are the better judge of both.
+    ensemble_class_weightings: list[Literal["none", "balanced"]] = Field(default_factory=list)
     # A classifier trained on the same real data that takes no part in selection, so the quality of the
     # generated faces is not graded by the model that selected them; null = no judge (saves its training).
     judge: ClassifierConfig | None = None
@@ -164,7 +169,14 @@ class CalibrateConfig(Section):
             )
         if self.selection == "quota" and self.quota_per_class == 0:
             raise ValueError("calibrate.quota_per_class must be at least 1 when calibrate.selection is 'quota'")
+        if len(set(self.ensemble_class_weightings)) != len(self.ensemble_class_weightings):
+            raise ValueError("calibrate.ensemble_class_weightings must list each weighting once")
         return self
+
+    def teacher_configs(self) -> list[ClassifierConfig]:
+        """The teacher config of every ensemble member but its seed: one per class weighting."""
+        weightings = self.ensemble_class_weightings or [self.teacher.class_weighting]
+        return [self.teacher.model_copy(update={"class_weighting": weighting}) for weighting in weightings]
 
 
 MergeSource = Literal["real", "offline", "gan"]

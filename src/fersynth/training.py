@@ -21,6 +21,7 @@ from dvclive import Live
 
 from fersynth.config import ClassifierConfig
 from fersynth.datasets.format import Dataset, read_dataset
+from fersynth.device import default_device
 from fersynth.errors import DataError
 from fersynth.io import atomic_write_bytes
 from fersynth.metrics import macro_f1
@@ -81,10 +82,6 @@ class TrainingRun:
             "val_images": self.val_images,
             "parameters": count_parameters(self.fit.model),
         }
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def train_from_directories(

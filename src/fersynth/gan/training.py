@@ -24,6 +24,7 @@ from torch import nn
 
 from fersynth.config import TrainGanConfig
 from fersynth.datasets.format import Dataset, concatenate
+from fersynth.device import default_device
 from fersynth.errors import DataError
 from fersynth.gan.augment import diff_augment
 from fersynth.gan.checkpoint import load_checkpoint, restore_rng, save_checkpoint, training_fingerprint
@@ -193,7 +194,10 @@ class UnitTrainer:
         self.config, self.unit = config, unit
         self.unit_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
         torch.manual_seed(self.unit_seed)  # same initial weights whether or not earlier units ran in this process
-        self.generator, self.discriminator = Generator(arch), Discriminator(arch)
+        self.device = default_device()
+        self.generator, self.discriminator = Generator(arch).to(self.device), Discriminator(arch).to(self.device)
+        self.images = unit.images.to(self.device)
+        self.labels = unit.labels.to(self.device) if unit.labels is not None else None
         self.ema = copy.deepcopy(self.generator) if config.ema_decay > 0 else None
         betas = (config.beta1, config.beta2)
         self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_generator, betas=betas)
@@ -251,9 +255,10 @@ class UnitTrainer:
 
     def train_step(self, batch: torch.Tensor) -> dict[str, float]:
         """One D update then one G update on the same fakes (saves a generator pass per step)."""
-        real = self.unit.images[batch].float() / 127.5 - 1
-        labels = self.unit.labels[batch] if self.unit.labels is not None else None
-        fake = self.generator(torch.randn(len(batch), self.generator.arch.latent_dim), labels)
+        batch = batch.to(self.device)
+        real = self.images[batch].float() / 127.5 - 1
+        labels = self.labels[batch] if self.labels is not None else None
+        fake = self.generator(torch.randn(len(batch), self.generator.arch.latent_dim, device=self.device), labels)
         policies = self.config.diffaugment
         # Real and fake go through D separately: its minibatch-std layer must not mix them.
         real_scores, real_logits = self.discriminator(diff_augment(real, policies), labels)
@@ -304,7 +309,7 @@ class UnitTrainer:
         """
         exported = copy.deepcopy(self.ema if self.ema is not None else self.generator)
         recalibrate_batchnorm(exported, self.unit_seed)
-        return exported.eval()
+        return exported.cpu().eval()
 
 
 @torch.no_grad()
@@ -315,11 +320,12 @@ def recalibrate_batchnorm(generator: Generator, seed: int) -> None:
         norm.momentum = None  # cumulative average over the recalibration batches
     random = torch.Generator().manual_seed(seed)
     arch = generator.arch
+    device = next(generator.parameters()).device
     generator.train()
     for _ in range(BN_RECALIBRATION_BATCHES):
         noise = torch.randn(BN_RECALIBRATION_BATCH_SIZE, arch.latent_dim, generator=random)
         labels = torch.randint(0, max(arch.num_classes, 1), (BN_RECALIBRATION_BATCH_SIZE,), generator=random)
-        generator(noise, labels if arch.num_classes else None)
+        generator(noise.to(device), labels.to(device) if arch.num_classes else None)
     for norm in norms:
         norm.momentum = 0.1
     generator.eval()
