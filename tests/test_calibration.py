@@ -325,6 +325,27 @@ def test_teachers_are_cached_per_member(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert trained == [3, 4, 5, 3, 4]  # other real data: other teachers
 
 
+def test_mixed_ensemble_trains_one_teacher_per_class_weighting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    trained_weightings: list[str] = []
+    real_fit = calibration.fit_classifier
+
+    def recording_fit(*args: Any, **kwargs: Any) -> Any:
+        trained_weightings.append(args[2].class_weighting)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(calibration, "fit_classifier", recording_fit)
+    real = make_dataset(per_class=6, size=8)
+    config = CalibrateConfig(teacher=TINY_TEACHER, ensemble_class_weightings=["none", "balanced"])
+    teachers = load_or_train_teachers(real.split("train"), real.split("val"), config, seed=0, cache_dir=tmp_path)
+    assert trained_weightings == ["none", "balanced"] and len(teachers.models) == 2
+    assert len(list(tmp_path.glob("teacher-*/teacher.pt"))) == 2  # same seed, different keys
+    unweighted_only = config.model_copy(update={"ensemble_class_weightings": []})
+    load_or_train_teachers(real.split("train"), real.split("val"), unweighted_only, seed=0, cache_dir=tmp_path)
+    assert trained_weightings == ["none", "balanced"]  # the default (teacher's own weighting) is a cache hit
+    with pytest.raises(ValueError, match="each weighting once"):
+        CalibrateConfig(ensemble_class_weightings=["balanced", "balanced"])
+
+
 def test_calibrate_outputs_and_metrics(tmp_path: Path) -> None:
     real, synthetic = make_dataset(per_class=6, size=8), synthetic_rows(14)
     result = calibrate(synthetic, real, CalibrateConfig(threshold=0.0, teacher=TINY_TEACHER), 0, tmp_path)

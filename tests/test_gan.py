@@ -12,7 +12,7 @@ from fersynth.datasets.format import Dataset
 from fersynth.errors import DataError
 from fersynth.gan.augment import diff_augment
 from fersynth.gan.checkpoint import CHECKPOINT_FILE, load_checkpoint, training_fingerprint
-from fersynth.gan.generator import GanGenerator, load_generator
+from fersynth.gan.generator import GanGenerator, load_generator, truncated_normal
 from fersynth.gan.models import Discriminator, GanArchitecture, Generator, upsampling_steps
 from fersynth.gan.training import UnitTrainer, architecture, train_gan, training_images, training_units
 
@@ -121,6 +121,22 @@ def test_samples_are_uint8_deterministic_and_survive_save_and_load(faces: Datase
     assert loaded.classes == faces.classes and loaded.image_shape == (16, 16, 1)
     np.testing.assert_array_equal(loaded.sample(2, 5, seed=1), images)
     assert generator.sample_grid(seed=0).startswith(b"\x89PNG")
+
+
+def test_truncated_noise_stays_inside_the_bound_and_zero_means_untruncated() -> None:
+    truncated = truncated_normal(64, 100, seed=5, truncation=0.5)
+    assert truncated.abs().max() <= 0.5 and truncated.std() > 0.2
+    torch.testing.assert_close(truncated, truncated_normal(64, 100, seed=5, truncation=0.5))
+    torch.testing.assert_close(
+        truncated_normal(4, 8, 5, 0.0), torch.randn(4, 8, generator=torch.Generator().manual_seed(5))
+    )
+
+
+def test_truncation_changes_the_samples_deterministically(faces: Dataset, tmp_path: Path) -> None:
+    generator = train_gan(faces, TINY.model_copy(update={"epochs": 1}), 0, tmp_path).generator
+    plain, truncated = generator.sample(1, 6, seed=3), generator.sample(1, 6, seed=3, truncation=0.5)
+    assert not np.array_equal(plain, truncated)
+    np.testing.assert_array_equal(truncated, generator.sample(1, 6, seed=3, truncation=0.5))
 
 
 def test_load_generator_names_a_missing_or_foreign_file(tmp_path: Path) -> None:
