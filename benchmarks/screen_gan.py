@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="aligned real dataset (face-align output)")
     parser.add_argument("--work", type=Path, required=True, help="judge cache, GAN checkpoints, grids, results")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="base train_gan section")
-    parser.add_argument("--judge", default="{}", help="judge ClassifierConfig overrides as JSON")
+    parser.add_argument("--judge", default="{}", help="overrides of calibrate.teacher for the judge, as JSON")
     parser.add_argument("--judge-seed", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=None, help="override train_gan.epochs for every variant")
     parser.add_argument("--samples", type=int, default=200, help="faces drawn per class")
@@ -72,7 +72,7 @@ def main() -> None:
     params = Params.model_validate(yaml.safe_load(args.params.read_text()))
     real = read_dataset(args.data, CANONICAL_CLASSES)
     train, val = real.subset(real.splits == "train"), real.subset(real.splits == "val")
-    judge_config = ClassifierConfig.model_validate(params.train.model_dump() | json.loads(args.judge))
+    judge_config = ClassifierConfig.model_validate(params.calibrate.teacher.model_dump() | json.loads(args.judge))
     started = time.perf_counter()
     judge = load_or_train_classifier(
         train, val, judge_config, args.judge_seed, args.work / "judge", "judge", data_fingerprint(train, val)

@@ -28,6 +28,7 @@ from fersynth.calibration import (
 from fersynth.config import CalibrateConfig, ClassifierConfig
 from fersynth.datasets.format import Dataset
 from fersynth.errors import DataError
+from fersynth.metrics import macro_f1
 
 from .conftest import make_dataset
 
@@ -338,6 +339,8 @@ def test_mixed_ensemble_trains_one_teacher_per_class_weighting(monkeypatch: pyte
     config = CalibrateConfig(teacher=TINY_TEACHER, ensemble_class_weightings=["none", "balanced"])
     teachers = load_or_train_teachers(real.split("train"), real.split("val"), config, seed=0, cache_dir=tmp_path)
     assert trained_weightings == ["none", "balanced"] and len(teachers.models) == 2
+    mean_proba = teachers.predict_proba(real.split("val").images)
+    assert teachers.ensemble_val_macro_f1 == macro_f1(real.split("val").labels, mean_proba.argmax(axis=1))
     assert len(list(tmp_path.glob("teacher-*/teacher.pt"))) == 2  # same seed, different keys
     unweighted_only = config.model_copy(update={"ensemble_class_weightings": []})
     load_or_train_teachers(real.split("train"), real.split("val"), unweighted_only, seed=0, cache_dir=tmp_path)

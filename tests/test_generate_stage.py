@@ -52,6 +52,22 @@ def test_generates_the_planned_counts(workspace: Path) -> None:
     assert (workspace / "generated" / "preview.png").is_file()
 
 
+def test_truncation_param_reaches_the_sampler(workspace: Path) -> None:
+    torch.manual_seed(1)
+    arch = GanArchitecture(image_size=16, channels=1, latent_dim=8, base_channels=4, num_classes=7)
+    generator = Generator(arch)
+    with torch.no_grad():  # DCGAN's initial weights are too small for z to show in 8-bit pixels
+        for weight in generator.parameters():
+            weight.normal_(0.0, 1.0)
+    GanGenerator("conditional", CANONICAL_CLASSES, [generator]).save(workspace / "gan" / "generator.pt")
+    images = {}
+    for truncation in (0.0, 0.5):
+        code, output = invoke(workspace, target="counts", counts={"fear": 4}, truncation=truncation)
+        assert code == 0, output
+        images[truncation] = read_dataset(workspace / "generated", CANONICAL_CLASSES).images.copy()
+    assert not np.array_equal(images[0.0], images[0.5])
+
+
 def test_balanced_reference_plans_nothing_and_writes_an_empty_dataset(workspace: Path) -> None:
     code, output = invoke(workspace, target="balance_to_max")  # make_dataset has 2 train images per class
     assert code == 0, output

@@ -83,9 +83,14 @@ class TeacherEnsemble:
     """Teachers in eval mode, each with its macro-F1 on the real validation split, and their mean scores there."""
 
     models: Sequence[nn.Module]
-    val_macro_f1: Sequence[float]
+    val_macro_f1: Sequence[float]  # per member
     val: ValScores
     data_fingerprint: str  # of the real train+val data they learned from: the judge's cache key reuses it
+
+    @property
+    def ensemble_val_macro_f1(self) -> float:
+        """Macro-F1 of the mean softmax on real val: the figure of what actually selects images."""
+        return macro_f1(self.val.labels, self.val.proba.argmax(axis=1))
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Mean softmax of the teachers, (N, K) float32 (N may be 0)."""
@@ -466,7 +471,8 @@ def calibrate(
     proba = teachers.predict_proba(synthetic.images)
     decision = decide(proba, intended, config, teachers.val)
     metrics = calibration_metrics(proba, intended, decision, real.classes)
-    metrics["teacher_val_macro_f1"] = float(np.mean(teachers.val_macro_f1))
+    metrics["teacher_val_macro_f1"] = teachers.ensemble_val_macro_f1
+    metrics.update({f"teacher_val_macro_f1_member{index}": score for index, score in enumerate(teachers.val_macro_f1)})
     metrics.update(teacher_val_recall(teachers.val))
     metrics["frechet_distance"] = _frechet_to_real(teachers.models[0], train.images, synthetic.images)
     if config.judge is not None:
