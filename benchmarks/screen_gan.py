@@ -2,14 +2,14 @@
 
 For each variant (a set of `train_gan` overrides) it trains the GAN on the real train split of an
 aligned dataset (the face-align stage's output), draws `--samples` faces per class (with each
-`--truncation` given) and reports the judge's per-class expression accuracy, the figure issue 8
-asks of a generator: the share of faces generated as class c that the judge calls c. The judge is
-a real-data classifier trained once and cached (`calibrate.judge`'s code path), so screening many
-variants pays for it once. Sample grids land beside the GAN checkpoints.
+`--truncation` given) and reports the judge's per-class expression accuracy: the share of faces
+generated as class c that the judge calls c, and their mean. The judge is a real-data classifier
+trained once and cached (`calibrate.judge`'s code path), so screening many variants pays for it
+once. Results go to `--work`: `results.jsonl`, one `grid-<variant>.png` each, the GAN checkpoints.
 
-    .venv/bin/python benchmarks/screen_gan.py --data data/aligned --work /tmp/screen \\
-        --judge '{"epochs": 8, "width": 32, "lr": 3.0e-3}' --epochs 10 \\
-        --variant base --variant strong-class class_loss_weight=3.0
+    .venv/bin/python benchmarks/screen_gan.py --data data/aligned --work /tmp/screen --epochs 20 \\
+        --judge '{"width": 32, "epochs": 12, "lr": 1.0e-3, "class_weighting": "balanced"}' --judge-seed 0 \\
+        --truncation 0 1.0 --variant base --variant class3 class_loss_weight=3.0
 
 Short single-seed runs: a screen, not a result (the pipeline's calibrate stage reports the same
 figures with `calibrate.judge` set).
@@ -27,10 +27,10 @@ import numpy as np
 import yaml
 
 from fersynth.calibration import data_fingerprint, load_or_train_classifier
-from fersynth.config import CANONICAL_CLASSES, ClassifierConfig, Params
+from fersynth.config import CANONICAL_CLASSES, ClassifierConfig, TrainGanConfig, load_params
 from fersynth.datasets.format import read_dataset
 from fersynth.gan.training import train_gan
-from fersynth.metrics import macro_f1
+from fersynth.metrics import classification_report_flat, macro_f1
 from fersynth.training import predict_proba
 
 SAMPLE_SEED = 12345
@@ -49,9 +49,9 @@ def parse_variants(specs: list[list[str]]) -> list[tuple[str, dict[str, object]]
 
 
 def judge_accuracy(judge_proba: np.ndarray, intended: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:
-    predicted = judge_proba.argmax(axis=1)
-    per_class = {name: float((predicted[intended == index] == index).mean()) for index, name in enumerate(classes)}
-    return {"mean": float(np.mean(list(per_class.values())))} | per_class
+    """Per class, the share of images meant as c that the judge calls c (its recall), and their mean (UAR)."""
+    report = classification_report_flat(intended, judge_proba.argmax(axis=1), classes)
+    return {"mean": report["balanced_accuracy"]} | {name: report[f"recall_{name}"] for name in classes}
 
 
 def main() -> None:
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    params = Params.model_validate(yaml.safe_load(args.params.read_text()))
+    params = load_params(yaml.safe_load(args.params.read_text()), str(args.params))
     real = read_dataset(args.data, CANONICAL_CLASSES)
     train, val = real.subset(real.splits == "train"), real.subset(real.splits == "val")
     judge_config = ClassifierConfig.model_validate(params.calibrate.teacher.model_dump() | json.loads(args.judge))
@@ -89,7 +89,7 @@ def main() -> None:
         values = params.train_gan.model_dump() | overrides
         if args.epochs is not None:
             values["epochs"] = args.epochs
-        config = type(params.train_gan).model_validate(values)
+        config = TrainGanConfig.model_validate(values)
         started = time.perf_counter()
         gan = train_gan(real, config, args.seed, args.work / "gan" / name).generator
         seconds = time.perf_counter() - started
