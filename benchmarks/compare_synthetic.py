@@ -34,7 +34,16 @@ from pathlib import Path
 
 from dvc.utils.hydra import apply_overrides
 
-from fersynth.comparison import DEFAULT_VARIANTS, REPORTED, Run, gain_verdicts, markdown_table, plan_runs, summarise
+from fersynth.comparison import (
+    DEFAULT_VARIANTS,
+    REPORTED,
+    Run,
+    gain_verdicts,
+    markdown_table,
+    plan_runs,
+    select_variants,
+    summarise,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,12 +53,14 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="key=value for all runs")
     parser.add_argument("--out", type=Path, default=Path("compare_synthetic.jsonl"))
+    variant_names = [variant.name for variant in DEFAULT_VARIANTS]
+    parser.add_argument("--variants", nargs="+", choices=variant_names, default=variant_names)
     parser.add_argument("--no-one-thread", action="store_true", help="skip the one-thread run per variant")
     parser.add_argument("--import-url", nargs=2, action="append", default=[], metavar=("SOURCE", "DEST"))
     parser.add_argument("--prefill", nargs=2, action="append", default=[], metavar=("SOURCE", "DEST"))
     arguments = parser.parse_args()
 
-    runs = plan_runs(DEFAULT_VARIANTS, arguments.seeds, one_thread=not arguments.no_one_thread)
+    runs = plan_runs(select_variants(arguments.variants), arguments.seeds, one_thread=not arguments.no_one_thread)
     with tempfile.TemporaryDirectory() as work:
         clone = Path(work) / "fersynth"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
@@ -65,7 +76,8 @@ def main() -> int:
                     results.setdefault(run.variant.name, []).append(metrics)
     summaries = summarise(results)
     print(markdown_table(summaries))
-    print("\n".join(gain_verdicts(summaries, "synthetic", "real-only", REPORTED)))
+    if {"synthetic", "real-only"} <= set(results):
+        print("\n".join(gain_verdicts(summaries, "synthetic", "real-only", REPORTED)))
     return 0
 
 

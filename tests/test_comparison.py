@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from fersynth.comparison import REAL_ONLY, Variant, gain_verdicts, markdown_table, plan_runs, summarise
+from fersynth.comparison import (
+    REAL_ONLY,
+    Variant,
+    gain_verdicts,
+    markdown_table,
+    plan_runs,
+    select_variants,
+    summarise,
+)
 
 
 def test_runs_are_grouped_by_variant_with_one_single_thread_run_each() -> None:
@@ -40,3 +48,10 @@ def test_a_variants_own_overrides_win_over_the_common_ones() -> None:
     run = plan_runs([Variant("real-only", ("generate.per_class=0", "merge.sources=[real]"))], [3], one_thread=False)[0]
     settings = run.settings(["generate.per_class=500", "train.epochs=4"])
     assert settings == ["generate.per_class=0", "train.epochs=4", "merge.sources=[real]", "train.seed=3"]
+
+
+def test_variants_are_selected_by_name_in_the_order_given() -> None:
+    chosen = select_variants(["real-only", "synthetic"])
+    assert [variant.name for variant in chosen] == ["real-only", "synthetic"]
+    with pytest.raises(ValueError, match=r"unknown variant 'gan-only'.*real-only"):
+        select_variants(["gan-only"])

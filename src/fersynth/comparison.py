@@ -32,6 +32,15 @@ DEFAULT_VARIANTS = (
 )
 
 
+def select_variants(names: Sequence[str], variants: Sequence[Variant] = DEFAULT_VARIANTS) -> tuple[Variant, ...]:
+    """The variants called `names`, in the order given; an unknown name is an error that lists the known ones."""
+    by_name = {variant.name: variant for variant in variants}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise ValueError(f"unknown variant {unknown[0]!r}; variants are {list(by_name)}")
+    return tuple(by_name[name] for name in names)
+
+
 @dataclass(frozen=True)
 class Run:
     variant: Variant
