@@ -7,7 +7,8 @@
 
 Each run is `dvc exp run -n <variant>-s<seed> -S train.seed=<seed> ...` from the committed params
 plus every -S given here (a variant's own settings win: real-only keeps generating nothing); each
-variant also runs its first seed with OMP_NUM_THREADS=1. Prints each run's wall time and stages,
+variant also runs its first seed with OMP_NUM_THREADS=1 (train and evaluate forced to rerun; the
+data stages keep their default-thread outputs). Prints each run's wall time and stages,
 then mean ± std per variant and whether the synthetic variant's gains over real-only exceed twice
 their std. Per-run metrics go to --out as JSON lines.
 
@@ -116,6 +117,11 @@ def _run(clone: Path, run: Run, extra: list[str]) -> dict[str, float]:
     settings = [argument for setting in run.settings(extra) for argument in ("-S", setting)]
     start = time.perf_counter()
     command = ["dvc", "exp", "run", "-n", run.name, *settings]
+    if run.threads:
+        # The thread count is no param, so DVC's run cache would restore the default-thread result
+        # (observed: "ran: nothing", 7 s). Forcing train and evaluate retrains the classifier on the
+        # variant's data, which its earlier runs left in the workspace.
+        command += ["--force", "--downstream", "train"]
     done = subprocess.run(command, cwd=clone, env=_env(run.threads), capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{run.name} failed:\n{(done.stdout + done.stderr)[-4000:]}")
