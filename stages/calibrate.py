@@ -10,6 +10,7 @@ import typer
 from fersynth.calibration import acceptance_table, calibrate_directories
 from fersynth.datasets.format import write_dataset
 from fersynth.io import atomic_write_bytes
+from fersynth.preview import placeholder_png
 from stages._common import (
     DiagnosticsOption,
     MetricsOption,
@@ -37,6 +38,12 @@ def command(
     histogram: Annotated[
         Path, typer.Option("--histogram", help="PNG: teacher confidence per intended class, threshold marked.")
     ],
+    closest_pairs: Annotated[
+        Path,
+        typer.Option(
+            "--closest-pairs", help="PNG: the synthetic images nearest to a real train image, beside it (judge)."
+        ),
+    ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
@@ -47,3 +54,6 @@ def command(
     write_dataset(result.dataset, out, preview_title=f"calibrated ({params.calibrate.policy})")
     write_stage_metrics("calibrate", result.metrics, diagnostics, metrics, record_environment=True)
     atomic_write_bytes(histogram, result.histogram_png)
+    # A placeholder keeps the declared DVC out present when there is nothing to show.
+    no_pairs = "no judge configured (calibrate.judge)" if params.calibrate.judge is None else "no synthetic images"
+    atomic_write_bytes(closest_pairs, result.closest_pairs_png or placeholder_png(no_pairs))

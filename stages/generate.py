@@ -1,4 +1,4 @@
-"""Sample synthetic faces per class up to the generate.target (GAN backend), with oversampling headroom."""
+"""Synthesize faces per class up to generate.target through the backend(s) generate.backend names."""
 
 from __future__ import annotations
 
@@ -8,13 +8,7 @@ from typing import Annotated
 import typer
 
 from fersynth.datasets.format import read_dataset, write_dataset
-from fersynth.generation import (
-    GanBackend,
-    check_reference_shape,
-    generate_dataset,
-    generate_metrics,
-    plan_counts,
-)
+from fersynth.generation import BackendInputs, build_backends, generate_dataset, plan_counts, split_plan, write_grids
 from stages._common import DiagnosticsOption, ParamsOption, read_params, stage_command, write_stage_metrics
 
 
@@ -22,17 +16,33 @@ from stages._common import DiagnosticsOption, ParamsOption, read_params, stage_c
 def command(
     generator: Annotated[Path, typer.Option("--generator", help="Directory holding generator.pt (train-gan output).")],
     reference: Annotated[
-        Path, typer.Option("--reference", help="Aligned real images; their train-split class counts set the targets.")
+        Path,
+        typer.Option(
+            "--reference", help="Aligned real images: train-split counts set the targets; editing starts from them."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Directory for the generated dataset.")],
     diagnostics: DiagnosticsOption,
+    grids: Annotated[
+        Path, typer.Option("--grids", help="Folder for one sample grid per synthetic source (<source>.png).")
+    ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
     real = read_dataset(reference, params.common.classes)
-    plan = plan_counts(real.class_counts(split="train"), params.generate)
-    backend = GanBackend(generator, params.generate.truncation)
-    check_reference_shape(backend, real.images.shape[1:], generator)
-    dataset = generate_dataset(backend, plan, params.common.seed, params.generate.batch_size)
-    write_dataset(dataset, out, preview_title=f"generated ({params.generate.backend}, {params.generate.target})")
-    write_stage_metrics("generate", generate_metrics(plan), diagnostics)
+    inputs = BackendInputs(
+        config=params.generate,
+        align=params.face_align,
+        generator_dir=generator,
+        real=real,
+        channels=real.images.shape[3],  # generated faces join these images, so they take their shape
+        image_size=real.images.shape[1],
+    )
+    backends = build_backends(inputs)
+    plans = split_plan(plan_counts(real.class_counts(split="train"), params.generate), params.generate.backend_shares())
+    generated = generate_dataset(backends, plans, params.common.seed, params.generate.batch_size)
+    write_dataset(
+        generated.dataset, out, preview_title=f"generated ({params.generate.backend}, {params.generate.target})"
+    )
+    write_grids(generated.dataset, grids)
+    write_stage_metrics("generate", generated.metrics(), diagnostics)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -7,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from fersynth.datasets.format import IMAGES_FILE, read_dataset, write_dataset
+from fersynth.preview import placeholder_png
 
 from .conftest import make_dataset, run_stage
 from .test_calibration import synthetic_rows
@@ -42,6 +45,8 @@ def invoke(root: Path) -> tuple[int, str]:
                 str(root / "headline.json"),
                 "--histogram",
                 str(root / "plots" / "confidence.png"),
+                "--closest-pairs",
+                str(root / "plots" / "closest_pairs.png"),
             ),
             *("--params", str(root / "params.yaml")),
         ]
@@ -58,6 +63,8 @@ def test_calibrate_stage_writes_outputs_and_reuses_teachers(tmp_path: Path, capl
     assert {"accepted_angry", "acceptance_rate_sad", "mean_confidence_happy", "frechet_distance"} <= set(metrics)
     assert set(calibrated.sources) <= {"gan"} and (calibrated.confidence >= 0.2).all()
     assert (tmp_path / "plots" / "confidence.png").read_bytes().startswith(b"\x89PNG")
+    assert closest_pairs_size(tmp_path) == placeholder_size("no judge configured (calibrate.judge)")
+    assert not any(key.startswith("quality_") for key in metrics)
     cached = sorted(path.name for path in (tmp_path / "teachers").iterdir())
     assert len(cached) == 1
 
@@ -73,6 +80,36 @@ def test_calibrate_stage_writes_outputs_and_reuses_teachers(tmp_path: Path, capl
     assert relabelled["expression_accuracy"] == metrics["expression_accuracy"]  # same teachers, same scores
 
 
+def closest_pairs_size(root: Path) -> tuple[int, int]:
+    with Image.open(root / "plots" / "closest_pairs.png") as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def placeholder_size(message: str) -> tuple[int, int]:
+    return Image.open(io.BytesIO(placeholder_png(message))).size
+
+
+def test_calibrate_stage_with_a_judge_grades_every_source(tmp_path: Path) -> None:
+    write_inputs(tmp_path)
+    write_calibrate_params(tmp_path, judge=PARAMS["calibrate"]["teacher"])
+    code, output = invoke(tmp_path)
+    assert code == 0, output
+    diagnostics = json.loads((tmp_path / "calibrate.json").read_text())
+    headline = json.loads((tmp_path / "headline.json").read_text())
+    assert diagnostics["quality_gan_images"] == 14 and diagnostics["quality_gan_images_angry"] == 2
+    # Headline: the overall figures of each source and of the real reference; per class only in diagnostics.
+    quality_headline = sorted(key for key in headline if key.startswith("quality_"))
+    assert quality_headline == [
+        f"quality_{source}_{figure}"
+        for source in ("gan", "real")
+        for figure in ("expression_accuracy", "fd", "kid", "memorised_share")
+    ]
+    assert {key: diagnostics[key] for key in quality_headline} == {key: headline[key] for key in quality_headline}
+    # 14 pairs of 16 px faces drawn 6x: 4 pairs a row, 4 rows.
+    assert closest_pairs_size(tmp_path) == (4 * (2 * 96 + 2 + 8), 16 + 4 * (96 + 14))
+
+
 def test_calibrate_stage_with_nothing_generated(tmp_path: Path) -> None:
     write_inputs(tmp_path, generated=0)
     code, output = invoke(tmp_path)
@@ -81,6 +118,11 @@ def test_calibrate_stage_with_nothing_generated(tmp_path: Path) -> None:
     assert metrics["generated_total"] == 0 and metrics["accepted_angry"] == 0
     assert metrics["frechet_distance"] is None
     assert len(read_dataset(tmp_path / "calibrated", make_dataset().classes)) == 0
+    assert closest_pairs_size(tmp_path) == placeholder_size("no judge configured (calibrate.judge)")
+    write_calibrate_params(tmp_path, judge=PARAMS["calibrate"]["teacher"])
+    code, output = invoke(tmp_path)
+    assert code == 0, output
+    assert closest_pairs_size(tmp_path) == placeholder_size("no synthetic images")
 
 
 def test_calibrate_stage_names_unreadable_input(tmp_path: Path) -> None:

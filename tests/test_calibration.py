@@ -395,6 +395,7 @@ def test_empty_synthetic_input_gives_empty_output(tmp_path: Path) -> None:
     assert result.metrics["classes_with_nothing_kept"] == 0
     assert math.isnan(result.metrics["frechet_distance"])
     assert math.isnan(result.metrics["threshold_sad"]) and math.isnan(result.metrics["teacher_val_recall_sad"])
+    assert result.closest_pairs_png is None
     assert not any(tmp_path.iterdir())  # no teacher trained for nothing to score
 
 
@@ -453,3 +454,19 @@ def test_judge_is_trained_once_with_a_seed_no_teacher_uses(monkeypatch: pytest.M
         "judge_expression_accuracy"
         not in calibrate(synthetic, real, config.model_copy(update={"judge": None}), 3, tmp_path).metrics
     )
+
+
+def test_judge_grades_every_source_in_its_features(tmp_path: Path) -> None:
+    real, synthetic = make_dataset(per_class=6, size=8), synthetic_rows(14)
+    config = CalibrateConfig(threshold=0.0, teacher=TINY_TEACHER, judge=TINY_TEACHER)
+    result = calibrate(synthetic, real, config, 0, tmp_path)
+    metrics = result.metrics
+    assert metrics["quality_gan_images"] == 14 and metrics["quality_real_images"] == len(real.split("val"))
+    assert metrics["quality_gan_images_angry"] == 2 and not math.isnan(metrics["quality_gan_kid_angry"])
+    assert {"quality_gan_fd", "quality_real_memorised_share", "quality_memorisation_threshold"} <= set(metrics)
+    # One source: the quality figure and judge_metrics grade the same images by the same argmax.
+    assert metrics["quality_gan_expression_accuracy"] == pytest.approx(metrics["judge_expression_accuracy"])
+    assert result.closest_pairs_png is not None and result.closest_pairs_png.startswith(b"\x89PNG")
+    without_judge = calibrate(synthetic, real, config.model_copy(update={"judge": None}), 0, tmp_path)
+    assert without_judge.closest_pairs_png is None
+    assert not any(key.startswith("quality_") for key in without_judge.metrics)

@@ -13,7 +13,7 @@ from fersynth.datasets.format import read_dataset, write_dataset
 from fersynth.gan.generator import GanGenerator
 from fersynth.gan.models import GanArchitecture, Generator
 
-from .conftest import make_dataset, run_stage
+from .conftest import REPO_ROOT, make_dataset, run_stage
 
 
 @pytest.fixture
@@ -35,6 +35,7 @@ def invoke(tmp_path: Path, **generate: object) -> tuple[int, str]:
         "--reference", str(tmp_path / "aligned"),
         "--out", str(tmp_path / "generated"),
         "--diagnostics", str(tmp_path / "generate.json"),
+        "--grids", str(tmp_path / "grids"),
         "--params", str(tmp_path / "params.yaml"),
     ]  # fmt: skip
     return run_stage(arguments)
@@ -50,6 +51,7 @@ def test_generates_the_planned_counts(workspace: Path) -> None:
     metrics = json.loads((workspace / "generate.json").read_text())
     assert metrics["planned_disgust"] == 5 and metrics["planned_angry"] == 0 and metrics["generated_total"] == 8
     assert (workspace / "generated" / "preview.png").is_file()
+    assert [path.name for path in (workspace / "grids").iterdir()] == ["gan.png"]
 
 
 def test_truncation_param_reaches_the_sampler(workspace: Path) -> None:
@@ -73,6 +75,7 @@ def test_balanced_reference_plans_nothing_and_writes_an_empty_dataset(workspace:
     assert code == 0, output
     assert len(read_dataset(workspace / "generated", CANONICAL_CLASSES)) == 0
     assert json.loads((workspace / "generate.json").read_text())["generated_total"] == 0
+    assert [path.name for path in (workspace / "grids").iterdir()] == ["nothing_generated.png"]  # a DVC out
 
 
 def test_missing_generator_names_the_file(workspace: Path) -> None:
@@ -94,4 +97,65 @@ def test_generator_of_another_image_size_is_refused(workspace: Path) -> None:
     code, output = invoke(workspace, target="per_class", per_class=1)
     assert code == 1
     assert "makes16×16×1(H×W×C)imagesbuttherealimagesare24×24×1" in output
+    assert not (workspace / "generated").exists()
+
+
+# The committed tiny pipeline (random weights: it draws noise, so no face detector); two steps keep it fast.
+TINY_DIFFUSION = {"model": str(REPO_ROOT / "models" / "diffusion" / "tiny-sd"), "steps": 2, "face_detector": "none"}
+
+
+def test_text_to_image_backend_writes_aligned_diffusion_rows(workspace: Path) -> None:
+    counts = {"disgust": 3, "fear": 2}
+    code, output = invoke(
+        workspace, backend="sd_text2img", target="counts", counts=counts, oversample=1.0, diffusion=TINY_DIFFUSION
+    )
+    assert code == 0, output
+    generated = read_dataset(workspace / "generated", CANONICAL_CLASSES)
+    assert generated.images.shape == (5, 16, 16, 1) and set(generated.sources) == {"diffusion"}
+    metrics = json.loads((workspace / "generate.json").read_text())
+    assert metrics["generated_diffusion"] == 5 and metrics["dropped_diffusion"] == 0
+    assert (workspace / "grids" / "diffusion.png").is_file()
+
+
+def test_faceless_diffusion_images_are_dropped_and_counted(workspace: Path) -> None:
+    code, output = invoke(
+        workspace,
+        backend="sd_text2img",
+        target="counts",
+        counts={"sad": 2},
+        oversample=1.0,
+        diffusion={**TINY_DIFFUSION, "face_detector": "mtcnn"},
+    )
+    assert code == 0, output
+    metrics = json.loads((workspace / "generate.json").read_text())
+    assert metrics["generated_total"] == 0 and metrics["dropped_diffusion"] == 2
+    assert "sad" in output and "notmade" in output.replace(" ", "")
+
+
+def test_hybrid_draws_each_backends_share_and_edits_keep_their_origin(workspace: Path) -> None:
+    code, output = invoke(
+        workspace,
+        backend="hybrid",
+        hybrid={"gan": 0.5, "sd_img2img": 0.5},
+        target="counts",
+        counts={"happy": 4, "sad": 3},
+        oversample=1.0,
+        diffusion=TINY_DIFFUSION,
+    )
+    assert code == 0, output
+    generated = read_dataset(workspace / "generated", CANONICAL_CLASSES)
+    real = read_dataset(workspace / "aligned", CANONICAL_CLASSES)
+    edits = generated.sources == "edit"
+    assert int(edits.sum()) == 3 and int((generated.sources == "gan").sum()) == 4  # largest remainder: 2+2, 1+2
+    train_neutral = set(real.ids[(real.splits == "train") & (real.labels == CANONICAL_CLASSES.index("neutral"))])
+    assert set(generated.origins[edits]) <= train_neutral
+    assert sorted(path.name for path in (workspace / "grids").iterdir()) == ["edit.png", "gan.png"]
+
+
+def test_missing_diffusion_model_says_how_to_get_one(workspace: Path) -> None:
+    missing = {**TINY_DIFFUSION, "model": str(workspace / "models" / "sd15")}
+    code, output = invoke(workspace, backend="sd_text2img", target="per_class", per_class=1, diffusion=missing)
+    assert code == 1
+    flat = output.replace(" ", "").replace("\n", "")
+    assert "generate.diffusion.model" in flat and "hfdownload" in flat
     assert not (workspace / "generated").exists()

@@ -71,7 +71,7 @@ def test_all_takes_every_train_row_of_every_source() -> None:
 def test_balance_to_max_fills_with_most_confident_synthetic() -> None:
     result = merge(MergeConfig(policy="balance_to_max"))
     assert result.after() == {"angry": 7, "happy": 6, "sad": 7}
-    assert result.selected["gan"] == {"angry": 0, "happy": 3, "sad": 6}
+    assert result.selected["synthetic"] == {"angry": 0, "happy": 3, "sad": 6}
     assert result.shortfall == {"angry": 0, "happy": 1, "sad": 0}
     sad_ids = {row_id for row_id in result.dataset.ids if row_id.startswith("g") and int(row_id[1:]) >= 6}
     # confidences 0.95 (g11), 0.9 (g6), 0.8 (g8, g9), 0.7 (g15), 0.6 (g13): the 0.5 of g12 is the first left out
@@ -92,7 +92,7 @@ def test_per_class_gives_exact_counts_in_source_order() -> None:
     assert result.after() == {"angry": 4, "happy": 4, "sad": 4}
     assert result.selected["real"] == {"angry": 4, "happy": 2, "sad": 1}
     assert result.selected["offline"] == {"angry": 0, "happy": 1, "sad": 0}
-    assert result.selected["gan"] == {"angry": 0, "happy": 1, "sad": 3}
+    assert result.selected["synthetic"] == {"angry": 0, "happy": 1, "sad": 3}
 
 
 def test_per_class_subsampling_is_seeded() -> None:
@@ -110,10 +110,10 @@ def test_per_class_reports_shortfall() -> None:
 
 def test_max_synthetic_share_caps_each_class() -> None:
     result = merge(MergeConfig(policy="max_synthetic_share", max_synthetic_share=0.5))
-    assert result.selected["gan"] == {"angry": 0, "happy": 3, "sad": 1}
+    assert result.selected["synthetic"] == {"angry": 0, "happy": 3, "sad": 1}
     assert result.shortfall == {"angry": 0, "happy": 1, "sad": 5}
     for name, total in result.after().items():
-        assert result.selected["gan"][name] <= 0.5 * total
+        assert result.selected["synthetic"][name] <= 0.5 * total
 
 
 def test_full_synthetic_share_equals_balance_to_max() -> None:
@@ -197,3 +197,41 @@ def test_empty_synthetic_set_merges_real_and_offline() -> None:
     result = merge(MergeConfig(policy="balance_to_max"), synthetic=rows([0, 0, 0], "g", source="gan"))
     assert result.after() == {"angry": 7, "happy": 3, "sad": 1}
     assert result.shortfall == {"angry": 0, "happy": 4, "sad": 6}
+
+
+def hybrid_set() -> Dataset:
+    """2/0/2 GAN samples, 0/0/2 text-to-image samples and 0/2/0 edits of real train faces."""
+    return concatenate(
+        [
+            rows([2, 0, 2], "g", source="gan", confidence=[0.9] * 4),
+            rows([0, 0, 2], "d", source="diffusion", confidence=[0.8] * 2),
+            rows([0, 2, 0], "e", source="edit", origins=["r0", "r1"], confidence=[0.7] * 2),
+        ]
+    )
+
+
+def test_every_synthetic_source_merges_and_is_counted_per_class() -> None:
+    metrics = merge(MergeConfig(policy="all"), synthetic=hybrid_set()).metrics()
+    assert metrics["source_gan"] == 4 and metrics["source_diffusion"] == 2 and metrics["source_edit"] == 2
+    assert (
+        metrics["source_edit_happy"] == 2 and metrics["source_diffusion_sad"] == 2 and metrics["source_gan_happy"] == 0
+    )
+    assert metrics["synthetic_sad"] == 4
+
+
+def test_an_unlisted_synthetic_source_stays_out() -> None:
+    result = merge(MergeConfig(sources=["real", "edit"], policy="all"), synthetic=hybrid_set())
+    assert set(result.dataset.sources) == {"real", "edit"}
+
+
+@pytest.mark.parametrize(("origin", "reason"), [("v1", "a val image"), ("e-made-up", "unknown"), ("", "unknown")])
+def test_an_edit_must_come_from_a_real_training_face(origin: str, reason: str) -> None:
+    edit = rows([0, 1, 0], "e", source="edit", origins=[origin], confidence=[0.9])
+    with pytest.raises(DataError, match=rf"'e0' \(origin '{origin}': {reason}\)"):
+        merge(MergeConfig(policy="all"), synthetic=edit)
+
+
+def test_rows_of_a_source_the_input_cannot_hold_are_an_error() -> None:
+    mixed_up = concatenate([synthetic_set(), rows([1, 0, 0], "x", source="offline", origins=["r0"])])
+    with pytest.raises(DataError, match=r"source \['offline'\].*'x0'.*only gan, diffusion, edit"):
+        merge(MergeConfig(policy="all"), synthetic=mixed_up)

@@ -43,7 +43,7 @@ SHRUNK = {
     "train_gan": {"epochs": 1, "batch_size": 32},
     # A one-epoch teacher is too weak for precision thresholds; a quota still shows every planned class
     # travelling from generate through calibrate into the merged training set.
-    "calibrate": {"teacher": {"epochs": 1}, "selection": "quota", "quota_per_class": 20},
+    "calibrate": {"teacher": {"epochs": 1}, "judge": {"epochs": 1}, "selection": "quota", "quota_per_class": 20},
     "train": {"epochs": 1},
 }
 # Produced by the pipeline (the real repo commits them as its baseline); the copy makes its own.
@@ -148,7 +148,11 @@ def test_repro_runs_all_nine_stages_then_nothing(baseline: tuple[Path, str]) -> 
     ]
     assert planned_classes, "the demo's balance_to_max plans every class but the largest"
     assert {name: merged[f"synthetic_{name}"] for name in planned_classes} == dict.fromkeys(planned_classes, 20)
-    assert json.loads((repo / "metrics" / "calibrate.json").read_text())["classes_with_nothing_kept"] == 0
+    calibrated = json.loads((repo / "metrics" / "calibrate.json").read_text())
+    assert calibrated["classes_with_nothing_kept"] == 0
+    # The demo's judge grades the GAN's faces against the real val reference.
+    assert {"quality_real_kid", "quality_gan_kid", "quality_gan_memorised_share"} <= set(calibrated)
+    assert (repo / "metrics" / "plots" / "closest_pairs.png").read_bytes().startswith(b"\x89PNG")
     second = _dvc(repo, "repro")
     assert _stages_run(second) == []
     assert "up to date" in second.lower()
@@ -239,3 +243,32 @@ def test_pull_request_workflow_shows_the_reviewer_a_diff(baseline: tuple[Path, s
     assert re.search(r"\| params\.yaml\s*\| train\.lr\s*\| 0\.001\s*\| 0\.003\s*\|", params_diff), params_diff
     _dvc(clone, "plots", "diff", "main", "--out", "plots-review")
     assert (clone / "plots-review" / "index.html").is_file()
+
+
+# The committed tiny Stable Diffusion pipeline draws noise: no face for MTCNN to find, so the demo
+# aligns its images by centre crop; two steps keep the run short. Calibration keeps its quota anyway.
+DIFFUSION_DEMO = ["generate.diffusion.steps=2", "generate.diffusion.face_detector=none"]
+
+
+@pytest.mark.parametrize(
+    "sources",
+    [{"diffusion": "sd_text2img"}, {"edit": "sd_img2img"}, {"gan": "gan", "diffusion": "sd_text2img"}],
+    ids=["sd_text2img", "sd_img2img", "hybrid"],
+)
+def test_diffusion_backends_run_end_to_end(baseline: tuple[Path, str], sources: dict[str, str]) -> None:
+    clone = _teammate_clone(baseline, "diffusion-" + "-".join(sorted(sources)))
+    if len(sources) == 1:
+        backend = [f"generate.backend={next(iter(sources.values()))}"]
+    else:
+        shares = ",".join(f"{name}:{1 / len(sources)}" for name in sources.values())
+        backend = ["generate.backend=hybrid", f"generate.hybrid={{{shares}}}"]
+    run = _dvc(clone, "exp", "run", *[argument for setting in backend + DIFFUSION_DEMO for argument in ("-S", setting)])
+    assert _stages_run(run)[0] == "generate" and "evaluate" in _stages_run(run)
+    generated = json.loads((clone / "metrics" / "diagnostics" / "generate.json").read_text())
+    merged = json.loads((clone / "metrics" / "diagnostics" / "merge.json").read_text())
+    for source in sources:
+        assert generated[f"generated_{source}"] > 0, source
+        assert merged[f"source_{source}"] > 0, source
+        assert (clone / "metrics" / "plots" / "generated" / f"{source}.png").is_file()
+    absent = {"gan", "diffusion", "edit"} - set(sources)
+    assert all(merged[f"source_{source}"] == 0 for source in absent)

@@ -50,6 +50,7 @@ from fersynth.datasets.format import NO_LABEL, Dataset, read_dataset
 from fersynth.errors import DataError
 from fersynth.io import atomic_directory, write_json
 from fersynth.metrics import frechet_distance, macro_f1
+from fersynth.quality import synthetic_quality
 from fersynth.training import extract_features, fit_classifier, load_classifier, predict_proba, save_classifier
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class CalibrationResult:
     dataset: Dataset  # the kept synthetic images, labelled by the policy
     metrics: dict[str, float | int]
     histogram_png: bytes
+    closest_pairs_png: bytes | None  # the judge's closest synthetic/real pairs; None without a judge or images
 
 
 Selector = Callable[[np.ndarray, np.ndarray, CalibrateConfig, ValScores | None], tuple[np.ndarray, np.ndarray]]
@@ -475,6 +477,7 @@ def calibrate(
     metrics.update({f"teacher_val_macro_f1_member{index}": score for index, score in enumerate(teachers.val_macro_f1)})
     metrics.update(teacher_val_recall(teachers.val))
     metrics["frechet_distance"] = _frechet_to_real(teachers.models[0], train.images, synthetic.images)
+    closest_pairs_png = None
     if config.judge is not None:
         # Its first default seed is one no teacher uses, so it is not a copy of teacher 1.
         judge_seed = config.judge.seed_or(config.teacher.seed_or(seed) + config.ensemble_size)
@@ -482,6 +485,10 @@ def calibrate(
             train, val, config.judge, judge_seed, teachers_dir, "judge", teachers.data_fingerprint
         )
         metrics.update(judge_metrics(judge, val, synthetic.images, intended, decision, real.classes))
+        # Real val is the reference: real faces the judge never trained on, so their figures are the best reachable.
+        quality = synthetic_quality(judge, train, val, synthetic, intended, seed)
+        metrics.update(quality.metrics)
+        closest_pairs_png = quality.closest_pairs_png
     log.info(
         "%s policy, %s selection: kept %d of %d synthetic images; expression accuracy %.3f",
         config.policy,
@@ -497,6 +504,7 @@ def calibrate(
         histogram_png=confidence_histogram_png(
             intended_probability(proba, intended), intended, decision.keep, real.classes, drawn_thresholds
         ),
+        closest_pairs_png=closest_pairs_png,
     )
 
 
@@ -511,7 +519,7 @@ def _empty_result(synthetic: Dataset, classes: Sequence[str]) -> CalibrationResu
     metrics.update({f"teacher_val_recall_{name}": float("nan") for name in classes})
     metrics["frechet_distance"] = float("nan")
     histogram = confidence_histogram_png(np.zeros(0, dtype=np.float32), intended, decision.keep, classes, None)
-    return CalibrationResult(dataset=synthetic, metrics=metrics, histogram_png=histogram)
+    return CalibrationResult(dataset=synthetic, metrics=metrics, histogram_png=histogram, closest_pairs_png=None)
 
 
 def calibrate_directories(

@@ -8,6 +8,7 @@ and a typo in any section fails the first stage that runs.
 from __future__ import annotations
 
 import difflib
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -105,14 +106,106 @@ class TrainGanConfig(Section):
     checkpoint_every: int = Field(1, ge=1)  # epochs between resumable checkpoints
 
 
+SynthesisBackendName = Literal["gan", "sd_text2img", "sd_img2img"]
+
+DEFAULT_EXPRESSIONS: dict[str, str] = {
+    "angry": "an angry face, furrowed brows, glaring eyes, tightly pressed lips",
+    "disgust": "a disgusted face, wrinkled nose, raised upper lip",
+    "fear": "a frightened face, wide open eyes, raised eyebrows, mouth open in fear",
+    "happy": "a happy face, broad smile, raised cheeks",
+    "neutral": "a neutral expressionless face, relaxed mouth",
+    "sad": "a sad face, downturned mouth, drooping eyelids, inner eyebrows raised",
+    "surprise": "a surprised face, raised eyebrows, wide open eyes, open mouth",
+}
+# Randomised per image for diversity, as in Roy et al. (2411.10863); one value of each list per image.
+DEFAULT_ATTRIBUTES: dict[str, list[str]] = {
+    "age": ["young adult", "middle-aged", "elderly", "teenage"],
+    "gender": ["man", "woman"],
+    "ethnicity": ["African", "East Asian", "South Asian", "European", "Hispanic", "Middle Eastern"],
+    "lighting": ["soft studio lighting", "natural daylight", "dim indoor lighting", "harsh side lighting"],
+    "pose": ["frontal view", "slightly turned head", "head tilted slightly"],
+}
+
+
+class DiffusionConfig(Section):
+    """A Stable Diffusion pipeline (any diffusers can load) and how it is prompted and run."""
+
+    # Local directory (diffusers layout, safetensors), single .safetensors/.ckpt file, or a hub id.
+    model: str = "models/diffusion/tiny-sd"
+    revision: str = ""  # required for a hub id: a commit hash pins what is downloaded
+    allow_download: bool = False  # hub ids only; off = local_files_only (the offline default)
+    allow_pickle: bool = False  # a pickled .ckpt/.bin runs code when loaded: refused unless this is true
+    steps: int = Field(25, ge=1)
+    guidance_scale: float = Field(7.5, ge=0.0)
+    scheduler: Literal["default", "ddim", "dpm", "euler", "pndm"] = "default"
+    resolution: int = Field(0, ge=0)  # 0 = the pipeline's native size (512 for SD 1.5)
+    batch_size: int = Field(4, ge=1)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on a GPU, fp32 on CPU
+    attention_slicing: bool = False  # less GPU memory for a little speed
+    prompt: str = "a close-up portrait photo of a {age} {ethnicity} {gender} with {expression}, {lighting}, {pose}"
+    negative_prompt: str = "cartoon, drawing, blurry, deformed, multiple faces, text, watermark"
+    expressions: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_EXPRESSIONS))
+    attributes: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_ATTRIBUTES.items()}
+    )
+    # Generated photos are aligned like real ones; mtcnn drops images with no face (counted in the metrics).
+    face_detector: Literal["mtcnn", "none"] = "mtcnn"
+
+    @model_validator(mode="after")
+    def _prompt_fields_known(self) -> DiffusionConfig:
+        fields = {name for _, name, _, _ in string.Formatter().parse(self.prompt) if name}
+        unknown = sorted(fields - set(self.attributes) - {"expression"})
+        if unknown:
+            raise ValueError(f"generate.diffusion.prompt names {{{unknown[0]}}}, which is not in attributes")
+        empty = sorted(name for name, values in self.attributes.items() if not values)
+        if empty:
+            raise ValueError(f"generate.diffusion.attributes.{empty[0]} lists no values")
+        return self
+
+
+class EditConfig(Section):
+    """sd_img2img: real training faces of `source_classes` edited toward each target expression."""
+
+    source_classes: list[str] = Field(default_factory=lambda: ["neutral"])
+    prompt: str = "a close-up portrait photo of a person with {expression}"
+    strength: float = Field(0.6, gt=0.0, le=1.0)  # share of the denoising redone: 1 ignores the source
+    colour_transfer: bool = True  # match the edit's LAB mean/std to the source face's
+    feather: float = Field(0.15, ge=0.0, le=0.5)  # width of the mask's soft edge, as a share of the face box
+
+    @field_validator("source_classes")
+    @classmethod
+    def _known_source_classes(cls, classes: list[str]) -> list[str]:
+        unknown = [name for name in classes if name not in CANONICAL_CLASSES]
+        if unknown or not classes:
+            raise ValueError(f"unknown class {unknown[0]!r}" if unknown else "list at least one source class")
+        return classes
+
+
 class GenerateConfig(Section):
-    backend: Literal["gan"] = "gan"
+    backend: SynthesisBackendName | Literal["hybrid"] = "gan"
+    # backend=hybrid: the share of every class's planned images each backend draws (shares sum to 1)
+    hybrid: dict[SynthesisBackendName, float] = Field(default_factory=lambda: {"gan": 0.5, "sd_text2img": 0.5})
     target: Literal["balance_to_max", "per_class", "counts"] = "balance_to_max"
     per_class: int = Field(0, ge=0)  # used by target=per_class
     counts: dict[str, int] = Field(default_factory=dict)  # used by target=counts
     oversample: float = Field(1.5, ge=1.0)  # headroom for images calibration rejects
     batch_size: int = Field(256, ge=1)
     truncation: float = Field(0.0, ge=0.0)  # GAN latents redrawn beyond ±truncation (0 = none)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    edit: EditConfig = Field(default_factory=EditConfig)
+
+    @model_validator(mode="after")
+    def _usable_hybrid(self) -> GenerateConfig:
+        if self.backend == "hybrid":
+            if not self.hybrid or any(share <= 0 for share in self.hybrid.values()):
+                raise ValueError("generate.hybrid must give every listed backend a share above 0")
+            if abs(sum(self.hybrid.values()) - 1.0) > 1e-6:
+                raise ValueError(f"generate.hybrid shares must sum to 1 (got {sum(self.hybrid.values()):g})")
+        return self
+
+    def backend_shares(self) -> dict[SynthesisBackendName, float]:
+        """Each backend that runs and its share of every class's planned images."""
+        return dict(self.hybrid) if self.backend == "hybrid" else {self.backend: 1.0}
 
 
 class ClassifierConfig(Section):
@@ -179,11 +272,11 @@ class CalibrateConfig(Section):
         return [self.teacher.model_copy(update={"class_weighting": weighting}) for weighting in weightings]
 
 
-MergeSource = Literal["real", "offline", "gan"]
+MergeSource = Literal["real", "offline", "gan", "diffusion", "edit"]
 
 
 class MergeConfig(Section):
-    sources: list[MergeSource] = Field(default_factory=lambda: ["real", "offline", "gan"])
+    sources: list[MergeSource] = Field(default_factory=lambda: ["real", "offline", "gan", "diffusion", "edit"])
     policy: Literal["all", "balance_to_max", "per_class", "max_synthetic_share"] = "balance_to_max"
     per_class: int = Field(0, ge=0)  # used by policy=per_class
     max_synthetic_share: float = Field(0.5, ge=0.0, le=1.0)  # used by policy=max_synthetic_share
@@ -191,7 +284,7 @@ class MergeConfig(Section):
     @model_validator(mode="after")
     def _usable_policy(self) -> MergeConfig:
         if not self.sources or len(set(self.sources)) != len(self.sources):
-            raise ValueError("merge.sources must list at least one of real, offline, gan, each once")
+            raise ValueError("merge.sources must list at least one of real, offline, gan, diffusion, edit, each once")
         if self.policy == "per_class" and self.per_class == 0:
             raise ValueError("merge.per_class must be at least 1 when merge.policy is 'per_class'")
         return self

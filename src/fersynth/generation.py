@@ -1,40 +1,79 @@
-"""Synthesize faces per class up to a target, through a pluggable synthesis backend.
+"""Synthesize faces per class up to a target, through pluggable synthesis backends.
 
 `plan_counts` turns the real class counts and the `generate` params into how many images
-each class gets; `generate_dataset` asks a backend for them. `oversample` multiplies every
-planned count: calibration rejects some images, and the surplus lets merge still reach its
-target (merge reports any class that falls short).
+each class gets; `split_plan` shares them between the backends that run (one, or several for
+`generate.backend: hybrid`); `generate_dataset` asks each backend for its share. `oversample`
+multiplies every planned count: calibration rejects some images, and the surplus lets merge
+still reach its target (merge reports any class that falls short).
+
+Backends are named in `BACKENDS`; each is built from `BackendInputs` by its factory. The
+diffusion backends are imported only when used, so the GAN path never loads diffusers.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from fersynth.config import GenerateConfig
-from fersynth.datasets.format import Dataset
+from fersynth.config import FaceAlignConfig, GenerateConfig, SynthesisBackendName
+from fersynth.datasets.format import Dataset, concatenate
 from fersynth.errors import DataError, ParamsError
 from fersynth.gan.generator import GENERATOR_FILE, load_generator
+from fersynth.io import atomic_write_bytes
+from fersynth.preview import class_grid, placeholder_png, png_bytes
 from fersynth.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
 
-class SynthesisBackend(Protocol):
-    """Anything that draws labelled faces: the GAN now, diffusion pipelines later."""
+@dataclass(frozen=True)
+class Samples:
+    """What a backend returns for one request: possibly fewer images than asked (dropped ones).
 
-    source: str  # manifest `source` of the images it makes
+    `origins[i]` is the id of the real training image image i was made from, or "" when it was
+    drawn from noise; merge's leakage guard checks every named origin.
+    """
+
+    images: np.ndarray  # (n, H, W, C) uint8 at the backend's image_shape
+    origins: np.ndarray  # (n,) object
+
+    @classmethod
+    def drawn(cls, images: np.ndarray) -> Samples:
+        return cls(images, np.full(len(images), "", dtype=object))
+
+
+class SynthesisBackend(Protocol):
+    """Anything that makes labelled faces: from noise (GAN, text-to-image) or from real faces (editing)."""
+
+    source: str  # manifest `source` of the images it makes (one of format.SYNTHETIC_SOURCES)
     classes: tuple[str, ...]
     image_shape: tuple[int, int, int]
 
-    def sample(self, class_index: int, count: int, seed: int) -> np.ndarray:
-        """`count` uint8 images (count, H, W, C) meant to show `classes[class_index]`; deterministic in `seed`."""
+    def sample(self, class_index: int, count: int, seed: int) -> Samples:
+        """Up to `count` images meant to show `classes[class_index]`; deterministic in `seed`.
+
+        Fewer than `count` means the rest were dropped (e.g. no face found); the caller counts them.
+        """
         ...
+
+
+@dataclass(frozen=True)
+class BackendInputs:
+    """Everything a backend factory may need; each takes what it uses."""
+
+    config: GenerateConfig
+    align: FaceAlignConfig  # how generated photos are aligned, exactly like real ones
+    generator_dir: Path  # train-gan output
+    real: Dataset  # aligned real images: editing starts from their train split
+    channels: int  # of the real images the generated ones join
+    image_size: int
 
 
 class GanBackend:
@@ -51,8 +90,34 @@ class GanBackend:
         self.image_shape = self._generator.image_shape
         self.truncation = truncation
 
-    def sample(self, class_index: int, count: int, seed: int) -> np.ndarray:
-        return self._generator.sample(class_index, count, seed, self.truncation)
+    def sample(self, class_index: int, count: int, seed: int) -> Samples:
+        return Samples.drawn(self._generator.sample(class_index, count, seed, self.truncation))
+
+
+def _gan(inputs: BackendInputs) -> SynthesisBackend:
+    backend = GanBackend(inputs.generator_dir, inputs.config.truncation)
+    check_reference_shape(backend, inputs.real.images.shape[1:], inputs.generator_dir)
+    return backend
+
+
+def _lazy(module: str, factory: str) -> Callable[[BackendInputs], SynthesisBackend]:
+    def build(inputs: BackendInputs) -> SynthesisBackend:
+        built: SynthesisBackend = getattr(importlib.import_module(module), factory)(inputs)
+        return built
+
+    return build
+
+
+BACKENDS: Mapping[SynthesisBackendName, Callable[[BackendInputs], SynthesisBackend]] = {
+    "gan": _gan,
+    "sd_text2img": _lazy("fersynth.diffusion.backends", "build_text_to_image"),
+    "sd_img2img": _lazy("fersynth.diffusion.backends", "build_expression_edit"),
+}
+
+
+def build_backends(inputs: BackendInputs) -> dict[SynthesisBackendName, SynthesisBackend]:
+    """The backends `generate.backend` names (several for hybrid), built in a fixed order."""
+    return {name: BACKENDS[name](inputs) for name in inputs.config.backend_shares()}
 
 
 def plan_counts(real_train_counts: Mapping[str, int], config: GenerateConfig) -> dict[str, int]:
@@ -70,6 +135,26 @@ def plan_counts(real_train_counts: Mapping[str, int], config: GenerateConfig) ->
     return {name: math.ceil(count * config.oversample) for name, count in wanted.items()}
 
 
+def split_plan(plan: Mapping[str, int], shares: Mapping[str, float]) -> dict[str, dict[str, int]]:
+    """Each backend's count per class: shares of every class's count, rounded by largest remainder.
+
+    The counts of one class over the backends always sum to its planned count.
+    """
+    split: dict[str, dict[str, int]] = {backend: {} for backend in shares}
+    for name, count in plan.items():
+        exact = {backend: count * share for backend, share in shares.items()}
+        floors = {backend: math.floor(value) for backend, value in exact.items()}
+        left = count - sum(floors.values())
+        by_remainder = sorted(
+            shares, key=lambda backend: (-(exact[backend] - floors[backend]), list(shares).index(backend))
+        )
+        for backend in by_remainder[:left]:
+            floors[backend] += 1
+        for backend in shares:
+            split[backend][name] = floors[backend]
+    return split
+
+
 def check_reference_shape(backend: SynthesisBackend, reference_shape: tuple[int, ...], source: Path) -> None:
     """Refuse a generator trained at another image size or channel count than the real images it joins."""
     if tuple(backend.image_shape) != tuple(reference_shape):
@@ -80,49 +165,129 @@ def check_reference_shape(backend: SynthesisBackend, reference_shape: tuple[int,
         )
 
 
-def generate_dataset(backend: SynthesisBackend, plan: Mapping[str, int], seed: int, batch_size: int) -> Dataset:
-    """Draw `plan[c]` images of every class c as a train-split dataset with `intended` = label.
+@dataclass
+class Generated:
+    """The generated rows of every backend, and what each was asked for and dropped."""
 
-    Each class has its own seed stream (seed, class index, batch), so changing one class's count
-    leaves the other classes' images unchanged.
+    dataset: Dataset
+    plan: Mapping[str, int]  # class -> images planned over all backends
+    produced: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> class -> images kept
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> class -> images dropped
+
+    def metrics(self) -> dict[str, int]:
+        flat = {f"planned_{name}": count for name, count in self.plan.items()}
+        flat["generated_total"] = len(self.dataset)
+        for source, counts in self.produced.items():
+            flat[f"generated_{source}"] = sum(counts.values())
+            flat[f"dropped_{source}"] = sum(self.dropped[source].values())
+            flat.update({f"generated_{source}_{name}": count for name, count in counts.items()})
+        return flat
+
+
+def generate_dataset(
+    backends: Mapping[str, SynthesisBackend], plans: Mapping[str, Mapping[str, int]], seed: int, batch_size: int
+) -> Generated:
+    """Draw `plans[backend][c]` images of every class c from each backend, as one train-split dataset.
+
+    Each backend and class has its own seed stream (seed, class index, batch; the GAN's as before,
+    other backends salted by name), so changing one class's count or adding a backend leaves the
+    other images unchanged.
     """
-    classes = backend.classes
-    missing = [name for name in plan if name not in classes]
-    if missing:
-        raise DataError(f"the generator knows classes {list(classes)}, not {missing[0]!r}")
-    images, labels, ids = [], [], []
+    parts, produced, dropped = [], {}, {}
+    total_plan: dict[str, int] = {}
     with progress_bar() as bar:
-        task = bar.add_task(f"generating ({backend.source})", total=sum(plan.values()), status="")
-        for name, count in plan.items():
-            class_index = classes.index(name)
-            for batch, start in enumerate(range(0, count, batch_size)):
-                size = min(batch_size, count - start)
-                batch_seed = int(np.random.SeedSequence([seed, class_index, batch]).generate_state(1)[0])
-                images.append(backend.sample(class_index, size, batch_seed))
-                bar.advance(task, size)
-            labels.extend([class_index] * count)
-            ids.extend(f"{backend.source}-{name}-{number:05d}" for number in range(count))
-    log.info("generated %d images: %s", len(labels), ", ".join(f"{n} {c}" for c, n in plan.items() if n))
-    return _as_dataset(images, labels, ids, backend)
+        for name, backend in backends.items():
+            plan = plans[name]
+            _check_classes(backend, plan)
+            task = bar.add_task(f"generating ({name})", total=sum(plan.values()), status="")
+            part = _draw(backend, plan, _seed_salt(name), seed, batch_size, lambda done, t=task: bar.advance(t, done))
+            parts.append(part)
+            produced[backend.source] = part.class_counts()
+            dropped[backend.source] = {c: plan.get(c, 0) - produced[backend.source][c] for c in backend.classes}
+            for c, count in plan.items():
+                total_plan[c] = total_plan.get(c, 0) + count
+            _warn_drops(backend.source, dropped[backend.source], plan)
+    dataset = _concatenate(parts)
+    log.info("generated %d images: %s", len(dataset), ", ".join(f"{n} {c}" for c, n in total_plan.items() if n))
+    return Generated(dataset, total_plan, produced, dropped)
 
 
-def _as_dataset(
-    images: Sequence[np.ndarray], labels: Sequence[int], ids: Sequence[str], backend: SynthesisBackend
+def _seed_salt(backend: str) -> list[int]:
+    """The GAN keeps the seed stream it always had, so existing baselines do not move."""
+    return [] if backend == "gan" else [int.from_bytes(backend.encode(), "little") % 2**32]
+
+
+def _check_classes(backend: SynthesisBackend, plan: Mapping[str, int]) -> None:
+    missing = [name for name, count in plan.items() if count and name not in backend.classes]
+    if missing:
+        raise DataError(f"the {backend.source} backend knows classes {list(backend.classes)}, not {missing[0]!r}")
+
+
+def _draw(
+    backend: SynthesisBackend,
+    plan: Mapping[str, int],
+    salt: list[int],
+    seed: int,
+    batch_size: int,
+    advance: Callable[[int], None],
 ) -> Dataset:
-    count = len(labels)
+    images, labels, ids, origins = [], [], [], []
+    for name, count in plan.items():
+        if not count:
+            continue
+        class_index = backend.classes.index(name)
+        made = 0
+        for batch, start in enumerate(range(0, count, batch_size)):
+            size = min(batch_size, count - start)
+            batch_seed = int(np.random.SeedSequence([seed, *salt, class_index, batch]).generate_state(1)[0])
+            samples = backend.sample(class_index, size, batch_seed)
+            images.append(samples.images)
+            origins.extend(samples.origins)
+            made += len(samples.images)
+            advance(size)
+        labels.extend([class_index] * made)
+        ids.extend(f"{backend.source}-{name}-{number:05d}" for number in range(made))
     pixels = np.concatenate(images) if images else np.zeros((0, *backend.image_shape), dtype=np.uint8)
     label_array = np.asarray(labels, dtype=np.int64)
+    id_array = np.asarray(ids, dtype=object)
+    # A face drawn from noise derives from no real image: its origin is its source, as in every earlier release.
+    origin_array = np.asarray([origin or backend.source for origin in origins], dtype=object)
     return Dataset(
         images=pixels,
         labels=label_array,
-        splits=np.full(count, "train", dtype=object),
+        splits=np.full(len(labels), "train", dtype=object),
         classes=backend.classes,
-        ids=np.asarray(ids, dtype=object),
-        sources=np.full(count, backend.source, dtype=object),
-        origins=np.full(count, backend.source, dtype=object),  # no real image behind a sampled face
+        ids=id_array,
+        sources=np.full(len(labels), backend.source, dtype=object),
+        origins=origin_array.reshape(len(labels)),
         intended=label_array.copy(),
     )
 
 
-def generate_metrics(plan: Mapping[str, int]) -> dict[str, int]:
-    return {**{f"planned_{name}": count for name, count in plan.items()}, "generated_total": sum(plan.values())}
+def _warn_drops(source: str, dropped: Mapping[str, int], plan: Mapping[str, int]) -> None:
+    """The backend logged why (no face found, no source face to edit); this says how many, per class."""
+    for name, count in dropped.items():
+        if count:
+            log.warning("%s: %d of %d planned %s images were not made", source, count, plan[name], name)
+
+
+def _concatenate(parts: Sequence[Dataset]) -> Dataset:
+    filled = [part for part in parts if len(part)]
+    return concatenate(filled) if filled else parts[0]
+
+
+def write_grids(dataset: Dataset, folder: Path, per_class: int = 10) -> list[Path]:
+    """One sample grid per source (one row per class), `<folder>/<source>.png`, for a person to look at.
+
+    With nothing generated the folder holds a note saying so, since DVC declares it as an output.
+    """
+    written = []
+    if not len(dataset):
+        atomic_write_bytes(folder / "nothing_generated.png", placeholder_png("nothing generated (generate.target)"))
+    for source in sorted(set(dataset.sources)):
+        rows = dataset.subset(dataset.sources == source)
+        grid = class_grid(rows.images, rows.labels, rows.classes, per_class)
+        path = folder / f"{source}.png"
+        atomic_write_bytes(path, png_bytes(grid))
+        written.append(path)
+    return written

@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from fersynth.config import MergeConfig
-from fersynth.datasets.format import MANIFEST_FILE, Dataset, concatenate, read_dataset
+from fersynth.datasets.format import MANIFEST_FILE, SYNTHETIC_SOURCES, Dataset, concatenate, read_dataset
 from fersynth.errors import DataError
 
 log = logging.getLogger(__name__)
 
-REAL, OFFLINE, SYNTHETIC = "real", "offline", "gan"
+# The three pools a class plan draws from; SYNTHETIC pools every listed synthetic source (gan, diffusion, edit).
+REAL, OFFLINE, SYNTHETIC = "real", "offline", "synthetic"
 MERGE_SOURCES = (REAL, OFFLINE, SYNTHETIC)
 PlotRow = dict[str, str | int]
 
@@ -53,6 +54,17 @@ class MergeResult:
     selected: Mapping[str, Mapping[str, int]]  # source -> class -> rows in the merged set
     shortfall: Mapping[str, int]  # class -> images missing to reach the policy's target
 
+    def by_source(self) -> dict[str, dict[str, int]]:
+        """Synthetic rows in the merged set per manifest source and class (every source of the format)."""
+        merged = self.dataset
+        return {
+            source: {
+                name: int(((merged.sources == source) & (merged.labels == index)).sum())
+                for index, name in enumerate(merged.classes)
+            }
+            for source in SYNTHETIC_SOURCES
+        }
+
     def before(self) -> dict[str, int]:
         """Real + offline rows per class (listed sources only): the set synthetic images are added to."""
         return {name: self.available[REAL][name] + self.available[OFFLINE][name] for name in self.dataset.classes}
@@ -75,7 +87,10 @@ class MergeResult:
         synthetic_total = sum(self.selected[SYNTHETIC].values())
         flat["total_before"] = sum(before.values())
         flat["total_after"] = total_after
-        flat.update({f"source_{source}": sum(self.selected[source].values()) for source in MERGE_SOURCES})
+        flat.update({f"source_{source}": sum(self.selected[source].values()) for source in (REAL, OFFLINE)})
+        for source, counts in self.by_source().items():
+            flat[f"source_{source}"] = sum(counts.values())
+            flat.update({f"source_{source}_{name}": count for name, count in counts.items()})
         flat["synthetic_share"] = synthetic_total / total_after if total_after else 0.0
         return flat
 
@@ -193,13 +208,19 @@ def _target(config: MergeConfig, available: Mapping[str, Mapping[str, int]], cla
 def _usable_pools(
     real: Dataset, offline: Dataset, synthetic: Dataset, config: MergeConfig, names: Mapping[str, str]
 ) -> dict[str, Dataset]:
-    """Rows each source may contribute: real train rows, checked offline variants, checked synthetic rows."""
+    """Rows each pool may contribute: real train rows, checked offline variants, checked synthetic rows."""
+    listed_synthetic = [source for source in config.sources if source in SYNTHETIC_SOURCES]
     pools = {
         REAL: real.subset((real.splits == "train") & (real.sources == REAL)),
-        OFFLINE: _rows_of_source(offline, OFFLINE, names[OFFLINE]),
-        SYNTHETIC: _rows_of_source(synthetic, SYNTHETIC, names[SYNTHETIC]),
+        OFFLINE: _rows_of_sources(offline, (OFFLINE,), names[OFFLINE]),
+        SYNTHETIC: _rows_of_sources(synthetic, SYNTHETIC_SOURCES, names[SYNTHETIC]),
     }
-    listed = {source: pool for source, pool in pools.items() if source in config.sources}
+    pools[SYNTHETIC] = pools[SYNTHETIC].subset(np.isin(pools[SYNTHETIC].sources.astype(str), listed_synthetic))
+    listed = {
+        source: pool
+        for source, pool in pools.items()
+        if source in config.sources or (source == SYNTHETIC and listed_synthetic)
+    }
     shapes = {source: pool.images.shape[1:] for source, pool in listed.items() if len(pool)}
     if len(set(shapes.values())) > 1:
         described = ", ".join(f"{names[source]} {'×'.join(map(str, shape))}" for source, shape in shapes.items())
@@ -207,29 +228,31 @@ def _usable_pools(
     if OFFLINE in listed:
         check_origins(real, listed[OFFLINE], f"{names[OFFLINE]}/{MANIFEST_FILE}", allow_unknown=False)
     if SYNTHETIC in listed:
-        check_origins(real, _claims_an_origin(listed[SYNTHETIC]), f"{names[SYNTHETIC]}/{MANIFEST_FILE}", True)
+        where = f"{names[SYNTHETIC]}/{MANIFEST_FILE}"
+        edits = listed[SYNTHETIC].sources == "edit"
+        # An edit is a real face changed: it must name its real training source, never a made-up one.
+        check_origins(real, listed[SYNTHETIC].subset(edits), where, allow_unknown=False)
+        check_origins(real, _claims_an_origin(listed[SYNTHETIC].subset(~edits)), where, allow_unknown=True)
     return {
         source: pool if source in listed else pool.subset(np.zeros(0, dtype=np.int64)) for source, pool in pools.items()
     }
 
 
-def _rows_of_source(dataset: Dataset, source: str, where: str) -> Dataset:
-    keep = dataset.sources == source
-    if not keep.all():
-        skipped = sorted(set(dataset.sources[~keep]))
-        log.warning(
-            "%s: skipping %d rows of source %s (only %s is merged from here)",
-            where,
-            int((~keep).sum()),
-            skipped,
-            source,
+def _rows_of_sources(dataset: Dataset, allowed: Sequence[str], where: str) -> Dataset:
+    """All rows, refusing any whose source does not belong in this input (a mix-up of stage outputs)."""
+    wrong = ~np.isin(dataset.sources.astype(str), list(allowed))
+    if wrong.any():
+        row = int(np.flatnonzero(wrong)[0])
+        raise DataError(
+            f"{where}/{MANIFEST_FILE}: {int(wrong.sum())} row(s) of source {sorted(set(dataset.sources[wrong]))} "
+            f"(first: {dataset.ids[row]!r}); this input holds only {', '.join(allowed)} rows"
         )
-    return dataset.subset(keep)
+    return dataset
 
 
 def _claims_an_origin(dataset: Dataset) -> Dataset:
-    """Synthetic rows that name a source image (e.g. expression edits); GAN samples name none or themselves."""
-    own_or_none = (dataset.origins == dataset.ids) | (dataset.origins == "")
+    """Drawn rows that name a source image; a sample drawn from noise names itself, its source or nothing."""
+    own_or_none = (dataset.origins == dataset.ids) | (dataset.origins == dataset.sources) | (dataset.origins == "")
     return dataset.subset(~own_or_none)
 
 

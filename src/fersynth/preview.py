@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def class_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], p
         draw.text((4, row * cell_h + cell_h // 2 - 5), name, fill="black")
         members = np.flatnonzero(labels == row)[:per_class]
         for column, index in enumerate(members):
-            tile = Image.fromarray(_to_rgb(np.asarray(images[index])))
+            tile = Image.fromarray(to_rgb(np.asarray(images[index])))
             tile = tile.resize((cell_w, cell_h), Image.Resampling.NEAREST)
             sheet.paste(tile, (LABEL_WIDTH + column * cell_w, row * cell_h))
     return sheet
@@ -40,5 +41,20 @@ def save_preview(
     sheet.save(path)
 
 
-def _to_rgb(image: np.ndarray) -> np.ndarray:
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W, 1|3) -> (H, W, 3)."""
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """PNG encoding of `image`, for writing through a temporary path."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def placeholder_png(message: str) -> bytes:
+    """A small PNG that says why there is no picture, so an output DVC declares always exists."""
+    image = Image.new("RGB", (8 + 6 * len(message), 24), "white")
+    ImageDraw.Draw(image).text((4, 6), message, fill="black")
+    return png_bytes(image)

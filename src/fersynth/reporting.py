@@ -27,6 +27,11 @@ HEADLINE_KEYS: Mapping[str, tuple[str, ...]] = {
         "frechet_distance",
         "judge_expression_accuracy",
         "teacher_val_macro_f1",
+        # Per source and for the real reference (fersynth.quality); the per-class figures end in _<class>.
+        "quality_*_kid",
+        "quality_*_fd",
+        "quality_*_expression_accuracy",
+        "quality_*_memorised_share",
     ),
     "merge": ("synthetic_share",),
     "train": ("best_epoch", "best_val_accuracy", "best_val_macro_f1"),

@@ -24,7 +24,8 @@ PREVIEW_FILE = "preview.png"
 SOFT_LABELS_FILE = "soft_labels.npy"
 MANIFEST_COLUMNS = ("index", "id", "label", "split", "source", "origin", "intended_label", "confidence")
 SPLITS = ("train", "val", "test")
-SOURCES = ("real", "offline", "gan", "diffusion", "edit")
+SYNTHETIC_SOURCES = ("gan", "diffusion", "edit")  # gan: GAN samples; diffusion: text-to-image; edit: edited real faces
+SOURCES = ("real", "offline", *SYNTHETIC_SOURCES)
 NO_LABEL = -1
 
 
