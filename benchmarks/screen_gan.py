@@ -3,9 +3,11 @@
 For each variant (a set of `train_gan` overrides) it trains the GAN on the real train split of an
 aligned dataset (the face-align stage's output), draws `--samples` faces per class (with each
 `--truncation` given) and reports the judge's per-class expression accuracy: the share of faces
-generated as class c that the judge calls c, and their mean. The judge is a real-data classifier
-trained once and cached (`calibrate.judge`'s code path), so screening many variants pays for it
-once. Results go to `--work`: `results.jsonl`, one `grid-<variant>.png` each, the GAN checkpoints.
+generated as class c that the judge calls c, and their mean, beside the quality figures calibrate
+reports (`fersynth.quality`: KID, Fréchet distance, diversity, memorised share, in the judge's
+features; `real_*` the same for real val faces). The judge is a real-data classifier trained once
+and cached (`calibrate.judge`'s code path), so screening many variants pays for it once. Results
+go to `--work`: `results.jsonl`, one `grid-<variant>.png` each, the GAN checkpoints.
 
     .venv/bin/python benchmarks/screen_gan.py --data data/aligned --work /tmp/screen --epochs 20 \\
         --judge '{"width": 32, "epochs": 12, "lr": 1.0e-3, "class_weighting": "balanced"}' --judge-seed 0 \\
@@ -28,12 +30,15 @@ import yaml
 
 from fersynth.calibration import data_fingerprint, load_or_train_classifier
 from fersynth.config import CANONICAL_CLASSES, ClassifierConfig, TrainGanConfig, load_params
-from fersynth.datasets.format import read_dataset
+from fersynth.datasets.format import Dataset, read_dataset
 from fersynth.gan.training import train_gan
 from fersynth.metrics import classification_report_flat, macro_f1
+from fersynth.models import Classifier
+from fersynth.quality import synthetic_quality
 from fersynth.training import predict_proba
 
 SAMPLE_SEED = 12345
+QUALITY_FIGURES = ("kid", "kid_std", "fd", "diversity", "memorised_share")
 
 
 def parse_variants(specs: list[list[str]]) -> list[tuple[str, dict[str, object]]]:
@@ -52,6 +57,23 @@ def judge_accuracy(judge_proba: np.ndarray, intended: np.ndarray, classes: tuple
     """Per class, the share of images meant as c that the judge calls c (its recall), and their mean (UAR)."""
     report = classification_report_flat(intended, judge_proba.argmax(axis=1), classes)
     return {"mean": report["balanced_accuracy"]} | {name: report[f"recall_{name}"] for name in classes}
+
+
+def gan_quality(
+    judge: Classifier, train: Dataset, val: Dataset, images: np.ndarray, intended: np.ndarray, seed: int
+) -> dict[str, float]:
+    """Calibrate's quality figures of the GAN's faces and, for scale, of real val faces (`real_<figure>`)."""
+    synthetic = Dataset(
+        images=images,
+        labels=intended,
+        splits=np.full(len(images), "train", dtype=object),
+        classes=train.classes,
+        ids=np.array([f"gan-{row}" for row in range(len(images))], dtype=object),
+        sources=np.full(len(images), "gan", dtype=object),
+    )
+    metrics = synthetic_quality(judge, train, val, synthetic, intended, seed).metrics
+    figures = {figure: float(metrics[f"quality_gan_{figure}"]) for figure in QUALITY_FIGURES}
+    return figures | {f"real_{figure}": float(metrics[f"quality_real_{figure}"]) for figure in QUALITY_FIGURES}
 
 
 def main() -> None:
@@ -100,8 +122,9 @@ def main() -> None:
             )
             intended = np.repeat(np.arange(len(gan.classes)), args.samples)
             accuracy = judge_accuracy(predict_proba(judge, images), intended, gan.classes)
+            quality = gan_quality(judge, train, val, images, intended, args.seed)
             row = {"variant": name, "overrides": overrides, "truncation": truncation, "train_s": round(seconds)}
-            results.append(row | {key: round(value, 3) for key, value in accuracy.items()})
+            results.append(row | {key: round(value, 3) for key, value in (accuracy | quality).items()})
             print(json.dumps(results[-1]), flush=True)
     with open(args.work / "results.jsonl", "a") as handle:
         for row in results:
