@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from fersynth.baseline import environment_differences, metric_differences, stale_stages
+from fersynth.reporting import run_environment
 
 
 def test_metrics_within_tolerance_agree() -> None:
@@ -63,3 +67,11 @@ def test_environment_differences_name_each_field() -> None:
         "cpu: Intel Xeon now, AMD EPYC committed",
         "torch_threads: 1 now, 2 committed",
     ]
+
+
+def test_the_environment_record_tells_cpu_generations_apart() -> None:
+    recorded = run_environment()
+    assert {"cpu", "cpu_id", "cpu_capability", "torch_threads"} <= set(recorded)
+    assert isinstance(recorded["cpu_capability"], str) and recorded["cpu_capability"]
+    if Path("/proc/cpuinfo").is_file():  # two EPYC generations share one model name, not their family/model
+        assert re.fullmatch(r"\S+ family \d+ model \d+ stepping \d+", recorded["cpu_id"]), recorded["cpu_id"]

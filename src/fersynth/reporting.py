@@ -66,6 +66,10 @@ def run_environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        # Two "AMD EPYC" generations gave other GAN and teacher weights from identical data and code:
+        # the family/model numbers and the kernels torch picks (AVX2, AVX512) tell them apart.
+        "cpu_id": cpu_identity(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         **versions,
@@ -74,12 +78,28 @@ def run_environment() -> dict[str, Any]:
 
 def cpu_model() -> str:
     """The processor's model name: another CPU may pick other math kernels, so other low bits."""
+    return _cpuinfo().get("model name") or platform.processor() or "unknown"
+
+
+def cpu_identity() -> str:
+    """Vendor, family, model and stepping (one model name can cover several generations)."""
+    info = _cpuinfo()
+    fields = [info.get(key, "?") for key in ("vendor_id", "cpu family", "model", "stepping")]
+    return "unknown" if not info else "{} family {} model {} stepping {}".format(*fields)
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's /proc/cpuinfo fields (empty off Linux)."""
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.processor() or "unknown"
+    if not cpuinfo.is_file():
+        return {}
+    fields: dict[str, str] = {}
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
 
 
 def _version(distribution: str) -> str:
