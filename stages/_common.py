@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
-import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 
-from fersynth.config import Params, load_params
+from fersynth.config import Params, load_params, read_yaml_file
 from fersynth.errors import FersynthError, ParamsError
 from fersynth.io import write_json
 from fersynth.reporting import headline_metrics, run_environment
@@ -38,17 +37,17 @@ MetricsOption = Annotated[
 
 def read_params(path: Path) -> Params:
     """Load and validate the whole params file, so a typo anywhere fails every stage."""
-    if not path.is_file():
-        raise ParamsError(f"{path}: params file not found")
-    try:
-        raw: Any = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({error})") from None
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
-    params = load_params(raw, source=str(path))
+    params = load_params(read_raw_params(path), source=str(path))
     check_tracked_inputs(params, repo_root=path.parent)
     return params
+
+
+def read_raw_params(path: Path) -> dict[str, Any]:
+    """The params file as YAML reads it, not yet validated: a mapping of sections."""
+    raw = read_yaml_file(path, "params file")
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    return raw
 
 
 def check_tracked_inputs(params: Params, repo_root: Path) -> None:

@@ -21,6 +21,9 @@ STAGE_MODULES: tuple[str, ...] = (
     "evaluate",
 )
 
+# Commands that are no DVC stage, listed after the stages; each module defines a Typer group `app`.
+TOOL_MODULES: tuple[str, ...] = ("preset",)
+
 
 class StageGroup(TyperGroup):
     """Imports a stage's module only when that stage runs.
@@ -30,10 +33,12 @@ class StageGroup(TyperGroup):
     """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name.replace("_", "-") for name in STAGE_MODULES]
+        return [name.replace("_", "-") for name in (*STAGE_MODULES, *TOOL_MODULES)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         module_name = cmd_name.replace("-", "_")
+        if module_name in TOOL_MODULES:
+            return typer.main.get_command(importlib.import_module(f"stages.{module_name}").app)
         if module_name not in STAGE_MODULES:
             return None
         module = importlib.import_module(f"stages.{module_name}")

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from fersynth.comparison import (
-    REAL_ONLY,
+    COMMITTED,
+    DEFAULT_VARIANT_NAMES,
     Variant,
     gain_verdicts,
     markdown_table,
     plan_runs,
+    preset_variants,
     select_variants,
     summarise,
 )
+
+from .conftest import REPO_ROOT
+
+REAL_ONLY = ("train_gan.epochs=0", "generate.target=per_class", "generate.per_class=0", "merge.sources=[real,offline]")
 
 
 def test_runs_are_grouped_by_variant_with_one_single_thread_run_each() -> None:
@@ -50,8 +57,25 @@ def test_a_variants_own_overrides_win_over_the_common_ones() -> None:
     assert settings == ["generate.per_class=0", "train.epochs=4", "merge.sources=[real]", "train.seed=3"]
 
 
+def test_a_force_added_override_is_the_same_key_as_a_plain_one() -> None:
+    run = plan_runs([Variant("counts", ("++generate.counts={disgust: 9}",))], [0], one_thread=False)[0]
+    settings = run.settings(["generate.counts={fear: 5}", "++train.epochs=4"])
+    assert settings == ["++generate.counts={disgust: 9}", "++train.epochs=4", "train.seed=0"]
+
+
+def test_the_default_variants_are_the_committed_params_and_the_real_only_presets() -> None:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    variants = select_variants(DEFAULT_VARIANT_NAMES, preset_variants(REPO_ROOT / "presets", params))
+    assert variants == (
+        COMMITTED,
+        Variant("real-only", REAL_ONLY),
+        Variant("class-weighted", (*REAL_ONLY, "train.class_weighting=balanced")),
+    )
+
+
 def test_variants_are_selected_by_name_in_the_order_given() -> None:
-    chosen = select_variants(["real-only", "synthetic"])
+    variants = (COMMITTED, Variant("real-only", REAL_ONLY))
+    chosen = select_variants(["real-only", "synthetic"], variants)
     assert [variant.name for variant in chosen] == ["real-only", "synthetic"]
     with pytest.raises(ValueError, match=r"unknown variant 'gan-only'.*real-only"):
-        select_variants(["gan-only"])
+        select_variants(["gan-only"], variants)

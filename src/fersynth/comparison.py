@@ -1,6 +1,7 @@
 """Does synthetic data help, beyond noise? Variants of the pipeline run over classifier seeds, summarised.
 
-A variant is a named set of params overrides (`-S key=value`, as `dvc exp run` takes them). Each
+A variant is a named set of params overrides (`-S key=value`, as `dvc exp run` takes them): the
+committed params (`synthetic`) or a preset (`presets/<name>.yaml`, see `fersynth.presets`). Each
 runs once per classifier seed (`train.seed`, so the data, the GAN and the teachers stay as they are)
 and once more on one thread, since thread count alone changes floating-point sums. This module plans
 the runs and summarises their metrics; `benchmarks/compare_synthetic.py` executes them with DVC.
@@ -11,8 +12,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-REAL_ONLY = ("train_gan.epochs=0", "generate.target=per_class", "generate.per_class=0", "merge.sources=[real,offline]")
+from fersynth.presets import list_presets, load_preset, preset_overrides, validate_preset
 
 # Reported per variant, in this order (keys of metrics/evaluate.json).
 REPORTED = ("accuracy", "macro_f1", "balanced_accuracy", "recall_disgust", "recall_fear")
@@ -24,15 +27,26 @@ class Variant:
     overrides: tuple[str, ...]  # `key=value` settings on top of the committed params
 
 
-DEFAULT_VARIANTS = (
-    # Synthetic first: the GAN and the teachers train once, then the real-only variants reuse the data.
-    Variant("synthetic", ()),
-    Variant("real-only", REAL_ONLY),
-    Variant("real-only-weighted", (*REAL_ONLY, "train.class_weighting=balanced")),
-)
+# The committed params, as they are: the pipeline's own synthetic method.
+COMMITTED = Variant("synthetic", ())
+# Synthetic first: the GAN and the teachers train once, then the real-only presets reuse the data.
+DEFAULT_VARIANT_NAMES = ("synthetic", "real-only", "class-weighted")
 
 
-def select_variants(names: Sequence[str], variants: Sequence[Variant] = DEFAULT_VARIANTS) -> tuple[Variant, ...]:
+def preset_variants(presets_dir: Path, params: Mapping[str, Any]) -> tuple[Variant, ...]:
+    """`synthetic` (the committed params) and every preset in `presets_dir`, as overrides of `params`.
+
+    Every preset is checked against `params` here, so a broken one fails before any run starts.
+    """
+    variants = [COMMITTED]
+    for name, path in list_presets(presets_dir).items():
+        preset = load_preset(path)
+        validate_preset(params, preset, source=f"{path} on the compared params")
+        variants.append(Variant(name, tuple(preset_overrides(preset, params))))
+    return tuple(variants)
+
+
+def select_variants(names: Sequence[str], variants: Sequence[Variant]) -> tuple[Variant, ...]:
     """The variants called `names`, in the order given; an unknown name is an error that lists the known ones."""
     by_name = {variant.name: variant for variant in variants}
     unknown = [name for name in names if name not in by_name]
@@ -59,8 +73,13 @@ class Run:
     def settings(self, common: Sequence[str]) -> list[str]:
         """`common` overrides (given for every run) with this run's own on top: for a key set by both,
         the run's value wins, so real-only still generates nothing when `common` sets a generate target."""
-        merged = {setting.partition("=")[0]: setting for setting in (*common, *self.overrides)}
+        merged = {_override_key(setting): setting for setting in (*common, *self.overrides)}
         return list(merged.values())
+
+
+def _override_key(setting: str) -> str:
+    """The dotted key an override sets, without Hydra's `+`/`++` (add or force-add) prefix."""
+    return setting.partition("=")[0].lstrip("+")
 
 
 def plan_runs(variants: Sequence[Variant], seeds: Sequence[int], one_thread: bool = True) -> list[Run]:

@@ -11,8 +11,10 @@ import difflib
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fersynth.errors import ParamsError
@@ -340,6 +342,16 @@ class ExternalInput:
     key: str  # dotted params key, for error messages
     path: str
     kind: Literal["dataset", "weights"]
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """A YAML file's content; a missing or malformed file is a ParamsError naming it."""
+    if not path.is_file():
+        raise ParamsError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({error})") from None
 
 
 def load_params(raw: Mapping[str, Any], source: str = "params.yaml") -> Params:
