@@ -9,6 +9,7 @@ import typer
 
 from fersynth.datasets.fetch import class_count_table, fetch_dataset, fetch_metrics
 from fersynth.datasets.format import write_dataset
+from fersynth.io import atomic_write_bytes
 from stages._common import (
     DiagnosticsOption,
     ParamsOption,
@@ -23,6 +24,12 @@ from stages._common import (
 def command(
     out: Annotated[Path, typer.Option(help="Dataset directory to write (images.npy, manifest.csv, preview.png).")],
     diagnostics: DiagnosticsOption,
+    near_duplicates: Annotated[
+        Path,
+        typer.Option(
+            "--near-duplicates", help="PNG: val/test images beside near-identical train images (pHash distance)."
+        ),
+    ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
@@ -30,3 +37,4 @@ def command(
     error_console.print(class_count_table(result.dataset))
     write_dataset(result.dataset, out, preview_title=f"fetch: {params.fetch.source}")
     write_stage_metrics("fetch", fetch_metrics(result), diagnostics)
+    atomic_write_bytes(near_duplicates, result.near_duplicates.sheet_png)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from PIL import Image
 
 from fersynth.config import CANONICAL_CLASSES, FetchConfig
 from fersynth.datasets.fetch import fetch_dataset
@@ -26,6 +27,7 @@ def invoke(root: Path, params: dict[str, Any]) -> tuple[int, str]:
         [
             "fetch",
             *("--out", str(root / "fetched"), "--diagnostics", str(root / "fetch.json")),
+            *("--near-duplicates", str(root / "near_duplicates.png")),
             *("--params", str(root / "params.yaml")),
         ]
     )
@@ -43,6 +45,23 @@ def test_fetch_demo_writes_dataset_and_flat_metrics(tmp_path: Path) -> None:
     assert metrics["dropped_total"] == 0
     assert (metrics["image_height"], metrics["image_width"], metrics["channels"]) == (48, 48, 1)
     assert "happy" in output  # the class-count table
+    # The audit reports and leaves the data alone unless fetch.drop_train_near_duplicates is set.
+    assert (metrics["near_duplicate_distance"], metrics["dropped_train_near_duplicates"]) == (4, 0)
+    assert metrics["near_duplicates_val_in_train"] == metrics["near_duplicates_test_in_train"] == 0
+    # None within the threshold, so the picture shows the closest pairs beyond it (4 a row), not a placeholder.
+    assert Image.open(tmp_path / "near_duplicates.png").width == 4 * (2 * 96 + 2 + 8)
+
+
+def test_fetch_can_drop_train_near_duplicates(tmp_path: Path) -> None:
+    """Drawn demo faces share one layout, so pHash calls a few of them near-identical: enough to see the drop."""
+    fetch = {**SMALL_DEMO, "near_duplicate_distance": 6, "drop_train_near_duplicates": True}
+    code, output = invoke(tmp_path, {"common": {"seed": 1}, "fetch": fetch})
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "fetch.json").read_text())
+    dropped = metrics["dropped_train_near_duplicates"]
+    assert dropped == metrics["near_duplicate_train_images"] > 0
+    assert metrics["total_train"] == 70 - dropped
+    assert len(read_dataset(tmp_path / "fetched", CANONICAL_CLASSES)) == 98 - dropped
 
 
 def test_fetch_legend_reports_dropped_labels_and_carves_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,6 +31,12 @@ def test_fer2013_zip_gives_the_standard_protocol_splits() -> None:
     assert metrics["dropped_total"] == 0
     assert metrics["duplicate_ids"] == 2  # two Training_* names occur in two class folders each
     assert metrics["identical_images"] > 0 and metrics["conflicting_duplicates"] > 0  # FER2013's known repeats
+    # pHash (distance 4, one-pixel shifts) finds every val/test image with a pixel-identical train copy, and
+    # about as many again whose train copy differs (re-encoded, re-cropped): 1,159 of 7,178 in all.
+    near = {split: metrics[f"near_duplicates_{split}_in_train"] for split in ("val", "test")}
+    not_identical = {split: metrics[f"near_duplicates_{split}_in_train_not_identical"] for split in ("val", "test")}
+    assert (near, not_identical) == ({"val": 574, "test": 585}, {"val": 294, "test": 297})
+    assert sum(near.values()) - sum(not_identical.values()) == metrics["cross_split_duplicates"] == 568
 
 
 @pytest.mark.slow

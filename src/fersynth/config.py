@@ -58,6 +58,15 @@ class FetchConfig(Section):
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # carved only when the source has no test split
     max_side: int = Field(256, ge=16)  # larger photos are stored downscaled (square, letterboxed)
     label_aliases: dict[str, str] = Field(default_factory=dict)  # extra raw-name -> canonical-name mappings
+    # pHash bits (of 64) a val/test image may differ in from a train image and still count as its near-duplicate;
+    # 0 counts equal hashes only. The audit always runs: it takes seconds even on FER2013.
+    near_duplicate_distance: int = Field(4, ge=0, le=64)
+    # Pixels each val/test image is also shifted by (each way) before hashing: pHash alone misses about half of
+    # FER2013's one-pixel re-crops at distance 4. 0: plain pHash; cost grows with (2 * shift + 1)².
+    near_duplicate_shift: int = Field(1, ge=0, le=3)
+    # Remove train images that nearly duplicate a val/test image, so no evaluation face is also trained on.
+    # Off by default: the audit then only reports and the fetched data stay as the source has them.
+    drop_train_near_duplicates: bool = False
 
     @model_validator(mode="after")
     def _path_given_for_files(self) -> FetchConfig:

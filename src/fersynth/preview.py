@@ -10,6 +10,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 LABEL_WIDTH = 64
+PAIRS_PER_ROW = 4
+PAIR_TILE = 96  # pixels of a shown face side: 48 px faces are drawn twice as large
+PAIR_GAP = 8  # between pairs
+PAIR_SEPARATOR = 2  # between the two faces of a pair
+CAPTION_HEIGHT = 14
+TITLE_HEIGHT = 16
 
 
 def class_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], per_class: int = 10) -> Image.Image:
@@ -58,3 +64,23 @@ def placeholder_png(message: str) -> bytes:
     image = Image.new("RGB", (8 + 6 * len(message), 24), "white")
     ImageDraw.Draw(image).text((4, 6), message, fill="black")
     return png_bytes(image)
+
+
+def pair_sheet(left: np.ndarray, right: np.ndarray, captions: Sequence[str], title: str) -> Image.Image:
+    """Each left image beside its right one, captioned, PAIRS_PER_ROW pairs a row, under a title."""
+    height, width = left.shape[1:3]
+    scale = max(1, PAIR_TILE // height)
+    tile_h, tile_w = height * scale, width * scale
+    columns = max(1, min(PAIRS_PER_ROW, len(left)))
+    rows = -(-len(left) // columns)
+    cell_w, cell_h = 2 * tile_w + PAIR_SEPARATOR + PAIR_GAP, tile_h + CAPTION_HEIGHT
+    sheet = Image.new("RGB", (columns * cell_w, TITLE_HEIGHT + rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((4, 2), title, fill="black")
+    for slot, (first, second, caption) in enumerate(zip(left, right, captions, strict=True)):
+        x, y = (slot % columns) * cell_w, TITLE_HEIGHT + (slot // columns) * cell_h
+        for offset, image in ((0, first), (tile_w + PAIR_SEPARATOR, second)):
+            tile = Image.fromarray(to_rgb(np.asarray(image))).resize((tile_w, tile_h), Image.Resampling.NEAREST)
+            sheet.paste(tile, (x + offset, y))
+        draw.text((x + 2, y + tile_h + 1), caption, fill="black")
+    return sheet

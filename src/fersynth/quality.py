@@ -28,14 +28,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from fersynth.datasets.format import Dataset
 from fersynth.errors import DataError
 from fersynth.metrics import frechet_distance
 from fersynth.models import Classifier
-from fersynth.preview import png_bytes, to_rgb
+from fersynth.preview import pair_sheet, png_bytes
 from fersynth.training import extract_features
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,6 @@ CHUNK_ELEMENTS = 1 << 23  # entries of one distance-matrix chunk: 32 MiB of floa
 REFERENCE = "real"  # key prefix of the real reference figures
 FIGURES = ("kid", "kid_std", "fd", "expression_accuracy", "diversity", "memorised_share", "images")
 CLOSEST_PAIRS = 16
-PAIRS_PER_ROW = 4
-PAIR_TILE = 96  # pixels of a shown face side: 48 px faces are drawn twice as large
-PAIR_GAP = 8  # between pairs
-PAIR_SEPARATOR = 2  # between the synthetic and the real face of a pair
-CAPTION_HEIGHT = 14
-TITLE_HEIGHT = 16
 
 
 @dataclass(frozen=True)
@@ -276,23 +270,13 @@ def closest_pairs_image(
     the captions. What a person checks for copies: a pair that shows one face twice.
     """
     order = np.argsort(distances, kind="stable")[:pairs]
-    height, width = synthetic_images.shape[1:3]
-    scale = max(1, PAIR_TILE // height)
-    tile_h, tile_w = height * scale, width * scale
-    columns = max(1, min(PAIRS_PER_ROW, len(order)))
-    rows = -(-len(order) // columns)
-    cell_w, cell_h = 2 * tile_w + PAIR_SEPARATOR + PAIR_GAP, tile_h + CAPTION_HEIGHT
-    sheet = Image.new("RGB", (columns * cell_w, TITLE_HEIGHT + rows * cell_h), "white")
-    draw = ImageDraw.Draw(sheet)
-    draw.text((4, 2), "synthetic | nearest real train image (judge-feature L2 distance)", fill="black")
-    for slot, row in enumerate(order):
-        left, top = (slot % columns) * cell_w, TITLE_HEIGHT + (slot // columns) * cell_h
-        for offset, image in ((0, synthetic_images[row]), (tile_w + PAIR_SEPARATOR, real_images[indices[row]])):
-            tile = Image.fromarray(to_rgb(np.asarray(image))).resize((tile_w, tile_h), Image.Resampling.NEAREST)
-            sheet.paste(tile, (left + offset, top))
-        prefix = f"{labels[row]} " if labels is not None else ""
-        draw.text((left + 2, top + tile_h + 1), f"{prefix}d={float(distances[row]):.3g}", fill="black")
-    return sheet
+    prefixes = [f"{labels[row]} " if labels is not None else "" for row in order]
+    return pair_sheet(
+        synthetic_images[order],
+        real_images[indices[order]],
+        [f"{prefix}d={float(distances[row]):.3g}" for prefix, row in zip(prefixes, order, strict=True)],
+        "synthetic | nearest real train image (judge-feature L2 distance)",
+    )
 
 
 def _unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:

@@ -43,11 +43,19 @@ def unique_ids(ids: Sequence[str]) -> tuple[list[str], int]:
     return renamed, repeats
 
 
+def pixel_digests(images: np.ndarray) -> np.ndarray:
+    """A 16-byte hash of each image's pixels (dtype S16): equal digests mean identical images."""
+    return np.array(
+        [hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).digest() for pixels in images],
+        dtype="S16",
+    )
+
+
 def find_identical_images(dataset: Dataset) -> DuplicateReport:
     """Group images by a hash of their pixels and count repeats, label conflicts and cross-split copies."""
     groups: defaultdict[bytes, list[int]] = defaultdict(list)
-    for row, pixels in enumerate(dataset.images):
-        groups[hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).digest()].append(row)
+    for row, digest in enumerate(pixel_digests(dataset.images)):
+        groups[bytes(digest)].append(row)
     repeated = [rows for rows in groups.values() if len(rows) > 1]
     conflicting = [rows for rows in repeated if len(set(dataset.labels[rows].tolist())) > 1]
     cross_split = sum(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rich.table import Table
@@ -12,6 +13,7 @@ from rich.table import Table
 from fersynth.config import FetchConfig
 from fersynth.datasets.demo import DemoSizes
 from fersynth.datasets.format import SPLITS, Dataset
+from fersynth.datasets.near_duplicates import NearDuplicateReport, drop_train_near_duplicates, find_near_duplicates
 from fersynth.datasets.sources import SourceReport, load_source
 from fersynth.errors import DataError
 
@@ -22,10 +24,13 @@ log = logging.getLogger(__name__)
 class FetchResult:
     dataset: Dataset
     report: SourceReport
+    near_duplicates: NearDuplicateReport  # audited before any drop: pairs index the loaded rows, not `dataset`'s
+    dropped_train_near_duplicates: int
 
 
 def fetch_dataset(config: FetchConfig, classes: Sequence[str], seed: int) -> FetchResult:
-    """Load `config.source`, carve missing val/test splits, and refuse a dataset training cannot use."""
+    """Load `config.source`, carve missing val/test splits, audit near-duplicates across splits (dropping the
+    train copies if asked), and refuse a dataset training cannot use."""
     dataset, report = load_source(
         config.source,
         config.path,
@@ -39,7 +44,12 @@ def fetch_dataset(config: FetchConfig, classes: Sequence[str], seed: int) -> Fet
     )
     _check_splits(dataset, report, config)
     _check_training_classes(dataset, report)
-    return FetchResult(dataset, report)
+    near_duplicates = find_near_duplicates(dataset, config.near_duplicate_distance, config.near_duplicate_shift, seed)
+    dropped = 0
+    if config.drop_train_near_duplicates:
+        dataset, dropped = drop_train_near_duplicates(dataset, near_duplicates)
+        _check_training_classes(dataset, report, "after fetch.drop_train_near_duplicates: ")
+    return FetchResult(dataset, report, near_duplicates, dropped)
 
 
 def _check_splits(dataset: Dataset, report: SourceReport, config: FetchConfig) -> None:
@@ -58,21 +68,24 @@ def _check_splits(dataset: Dataset, report: SourceReport, config: FetchConfig) -
         raise DataError(f"{config.path or config.source}: " + "; ".join(problems))
 
 
-def _check_training_classes(dataset: Dataset, report: SourceReport) -> None:
+def _check_training_classes(dataset: Dataset, report: SourceReport, context: str = "") -> None:
     """A class with no training image would silently turn into a class the model can never predict."""
     empty = [name for name, count in split_class_counts(dataset)["train"].items() if count == 0]
     if empty:
         raise DataError(
-            f"{report.path or report.source}: no training images for class(es) {empty}; "
+            f"{report.path or report.source}: {context}no training images for class(es) {empty}; "
             "add them, map a label to them with fetch.label_aliases, or remove them from common.classes"
         )
 
 
-def fetch_metrics(result: FetchResult) -> dict[str, int]:
-    """Flat, stable metric keys: counts per split and class, drops, duplicates, image shape."""
+def fetch_metrics(result: FetchResult) -> dict[str, Any]:
+    """Flat, stable metric keys: counts per split and class, drops, duplicates, near-duplicates, image shape.
+
+    Duplicate and near-duplicate figures describe the data as loaded, before any drop.
+    """
     dataset, report = result.dataset, result.report
     per_split = split_class_counts(dataset)
-    metrics: dict[str, int] = {}
+    metrics: dict[str, Any] = {}
     for split, counts in per_split.items():
         metrics.update({f"count_{split}_{name}": count for name, count in counts.items()})
     metrics.update({f"total_{split}": sum(counts.values()) for split, counts in per_split.items()})
@@ -82,6 +95,8 @@ def fetch_metrics(result: FetchResult) -> dict[str, int]:
     metrics["identical_images"] = report.duplicates.identical_images
     metrics["conflicting_duplicates"] = report.duplicates.conflicting_duplicates
     metrics["cross_split_duplicates"] = report.duplicates.cross_split_duplicates
+    metrics.update(result.near_duplicates.metrics)
+    metrics["dropped_train_near_duplicates"] = result.dropped_train_near_duplicates
     _, height, width, channels = dataset.images.shape
     metrics.update({"image_height": height, "image_width": width, "channels": channels})
     return metrics
