@@ -16,6 +16,7 @@ from fersynth.datasets.format import read_dataset
 from fersynth.errors import DataError
 
 from .conftest import run_stage
+from .test_paper_sources import kdef_files
 from .test_sources import png, write_tree
 
 SMALL_DEMO = {"source": "demo", "demo_train": 70, "demo_val": 14, "demo_test": 14}
@@ -116,3 +117,15 @@ def test_a_class_without_training_images_is_an_error_naming_it(tmp_path: Path) -
     config = FetchConfig(source="imagefolder", path=str(write_tree(tmp_path / "d", files)))
     with pytest.raises(DataError, match=r"no training images for class\(es\) \['surprise'\]"):
         fetch_dataset(config, CANONICAL_CLASSES, seed=0)
+
+
+def test_fetch_kdef_keeps_chosen_angles_and_carves_by_person(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_tree(tmp_path / "data" / "raw" / "kdef", kdef_files(people=10))
+    fetch = {"source": "kdef", "path": "data/raw/kdef", "kdef_angles": ["S", "HL"], "test_fraction": 0.2}
+    code, output = invoke(tmp_path, {"fetch": fetch})
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "fetch.json").read_text())
+    # 10 people x 7 expressions x 2 angles; val and test are whole people (14 images each).
+    assert (metrics["total_train"], metrics["total_val"], metrics["total_test"]) == (98, 14, 28)
+    assert metrics["dropped_total"] == 0

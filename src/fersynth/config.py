@@ -45,10 +45,22 @@ class CommonConfig(Section):
         return classes
 
 
-FetchSource = Literal["demo", "fer2013", "fer2013_csv", "legend", "imagefolder"]
+FetchSource = Literal[
+    "demo", "fer2013", "fer2013_csv", "legend", "imagefolder", "rafdb", "kdef", "jaffe", "ckplus", "affectnet"
+]
+KdefAngle = Literal["FL", "HL", "S", "HR", "FR"]  # full left, half left, straight, half right, full right
 
 
-class FetchConfig(Section):
+class PaperSourceOptions(Section):
+    """Choices of the papers' datasets, shared by fetch and evaluate's extra test sets."""
+
+    # KDEF views to keep; the papers' frontal protocol is the straight view only.
+    kdef_angles: list[KdefAngle] = Field(default_factory=lambda: ["S"], min_length=1)
+    # CK+ labels only the peak frame; the first frame of each labelled sequence adds the neutral class.
+    ckplus_neutral_first_frame: bool = True
+
+
+class FetchConfig(PaperSourceOptions):
     source: FetchSource = "demo"
     path: str = ""  # folder or zip; unused by the demo source
     demo_train: int = Field(2800, ge=7)
@@ -301,8 +313,8 @@ class MergeConfig(Section):
         return self
 
 
-class ExtraTestSet(Section):
-    source: Literal["fer2013", "fer2013_csv", "legend", "imagefolder", "demo"]
+class ExtraTestSet(PaperSourceOptions):
+    source: FetchSource
     path: str = ""
     split: Literal["all", "test"] = "all"  # which images of the source are scored
     detector: Literal["none", "mtcnn"] = "none"

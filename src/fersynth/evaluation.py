@@ -15,6 +15,7 @@ from typing import Any
 
 from fersynth.config import EvaluateConfig, ExtraTestSet, FaceAlignConfig
 from fersynth.datasets.format import Dataset, read_dataset
+from fersynth.datasets.papers import PaperOptions
 from fersynth.datasets.sources import load_source
 from fersynth.errors import DataError
 from fersynth.faces import align_dataset
@@ -90,7 +91,13 @@ def load_extra_test_set(
     """Load a cross-dataset test set, keep the requested split and align its faces."""
     logger.info("extra test set %r: %s from %s (%s split)", name, spec.source, spec.path or "-", spec.split)
     dataset, _report = load_source(
-        spec.source, Path(spec.path), classes, aliases={}, max_side=EXTRA_SOURCE_MAX_SIDE, seed=spec.seed
+        spec.source,
+        Path(spec.path),
+        classes,
+        aliases={},
+        max_side=EXTRA_SOURCE_MAX_SIDE,
+        seed=spec.seed,
+        options=PaperOptions(tuple(spec.kdef_angles), spec.ckplus_neutral_first_frame),
     )
     if spec.split == "test":
         dataset = dataset.split("test")

@@ -14,6 +14,7 @@ from fersynth.config import FetchConfig
 from fersynth.datasets.demo import DemoSizes
 from fersynth.datasets.format import SPLITS, Dataset
 from fersynth.datasets.near_duplicates import NearDuplicateReport, drop_train_near_duplicates, find_near_duplicates
+from fersynth.datasets.papers import PaperOptions
 from fersynth.datasets.sources import SourceReport, load_source
 from fersynth.errors import DataError
 
@@ -41,6 +42,7 @@ def fetch_dataset(config: FetchConfig, classes: Sequence[str], seed: int) -> Fet
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         demo_sizes=DemoSizes(config.demo_train, config.demo_val, config.demo_test),
+        options=PaperOptions(tuple(config.kdef_angles), config.ckplus_neutral_first_frame),
     )
     _check_splits(dataset, report, config)
     _check_training_classes(dataset, report)

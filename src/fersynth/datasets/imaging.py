@@ -26,16 +26,22 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 _UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def decode_image(data: bytes, where: str, max_side: int) -> tuple[Image.Image, int]:
+def decode_image(
+    data: bytes, where: str, max_side: int, box: tuple[int, int, int, int] | None = None
+) -> tuple[Image.Image, int]:
     """Decode to mode L or RGB, upright, longer side at most `max_side`; also return the file's longer side.
 
-    A file PIL cannot decode is a DataError naming `where`: a dataset never loses images silently.
+    With `box` (left, top, right, bottom in the file's pixels) only that region is kept, and its longer side
+    counts as the file's. A file PIL cannot decode is a DataError naming `where`: a dataset never loses
+    images silently.
     """
     try:
         image = Image.open(io.BytesIO(data))
+        if box is not None:
+            image = _crop(image, box, where)
         original_side = max(image.size)
         mode = "L" if image.mode in _GRAY_MODES else "RGB"
-        if original_side > max_side:
+        if original_side > max_side and box is None:
             # JPEG decodes straight at a reduced scale (still >= max_side): much faster for large photos.
             image.draft(mode, (max_side, max_side))
         if "exif" in image.info:  # only photos carry an orientation tag; skip the parse for the rest
@@ -46,6 +52,16 @@ def decode_image(data: bytes, where: str, max_side: int) -> tuple[Image.Image, i
     except _UNREADABLE as error:
         raise DataError(f"{where}: not a readable image ({error})") from None
     return image, original_side
+
+
+def _crop(image: Image.Image, box: tuple[int, int, int, int], where: str) -> Image.Image:
+    """The box, clipped to the image (annotated boxes may overhang the photo's edge by a few pixels)."""
+    width, height = image.size
+    clipped = (max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3]))
+    if clipped[0] >= clipped[2] or clipped[1] >= clipped[3]:
+        raise DataError(f"{where}: face box {box} lies outside the {width}×{height} image")
+    # exif orientation is not applied to a crop: the box is given in the file's own pixel grid.
+    return image.crop(clipped)
 
 
 def letterbox(image: Image.Image, side: int) -> Image.Image:
@@ -68,16 +84,22 @@ def common_side(sides: Sequence[int], max_side: int) -> int:
     return min(most_common, max_side)
 
 
-def load_images(tree: FileTree, names: Sequence[str], max_side: int) -> np.ndarray:
-    """Decode the named members into (N, S, S, C) uint8 with the square-size and channel rules above.
+def load_images(
+    tree: FileTree,
+    names: Sequence[str],
+    max_side: int,
+    boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
+) -> np.ndarray:
+    """Decode the named members (each cropped to its box, if given) into (N, S, S, C) uint8 with the rules above.
 
     One pass over the files; images are kept at most `max_side` big until the common side is known.
     """
     if not names:
         return np.zeros((0, 1, 1, 1), dtype=np.uint8)
+    crops = boxes if boxes is not None else [None] * len(names)
     decoded = [
-        decode_image(tree.read(name), tree.where(name), max_side)
-        for name in track(names, f"decoding {tree.path.name}", total=len(names))
+        decode_image(tree.read(name), tree.where(name), max_side, box)
+        for name, box in track(zip(names, crops, strict=True), f"decoding {tree.path.name}", total=len(names))
     ]
     side = common_side([original_side for _, original_side in decoded], max_side)
     return stack_pixels([gray_or_rgb(np.asarray(letterbox(image, side))) for image, _ in decoded])

@@ -11,6 +11,8 @@ Layouts (the dataset root is found inside the folder/zip, e.g. under a single to
   `images/` folder; images may differ in size and colour (see `imaging`).
 - `imagefolder`: `<class>/*.{jpg,png,...}`, optionally under `train/`, `val/`, `test/`.
 - `demo`: procedurally drawn faces (`fersynth.datasets.demo`).
+- `rafdb`, `kdef`, `jaffe`, `ckplus`, `affectnet`: the papers' datasets in their published layouts
+  (`fersynth.datasets.papers`); their members name the person shown, so carving moves whole people.
 
 Label names go through `LabelMapper` (unknown names such as `contempt` are dropped and
 counted). A source without a val or test split gets one carved from train when the
@@ -38,6 +40,16 @@ from fersynth.datasets.duplicates import DuplicateReport, find_identical_images,
 from fersynth.datasets.format import SPLITS, Dataset
 from fersynth.datasets.imaging import letterbox, load_images
 from fersynth.datasets.labels import FER2013_CSV_EMOTIONS, LabelMapper, normalize_label
+from fersynth.datasets.members import Member as _Member
+from fersynth.datasets.members import images_by_file_name
+from fersynth.datasets.papers import (
+    PaperOptions,
+    affectnet_members,
+    ckplus_members,
+    jaffe_members,
+    kdef_members,
+    rafdb_members,
+)
 from fersynth.datasets.splits import carve_splits
 from fersynth.errors import DataError
 from fersynth.progress import track
@@ -71,21 +83,12 @@ class SourceReport:
 
 
 @dataclass(frozen=True)
-class _Member:
-    """One labelled image file of a source, before decoding."""
-
-    name: str  # member path in the FileTree
-    id: str
-    label: int
-    split: str | None  # None: the source does not say
-
-
-@dataclass(frozen=True)
 class _Loaded:
     images: np.ndarray
     ids: list[str]
     labels: list[int]
     splits: list[str | None]
+    groups: list[str | None]
 
 
 def load_source(
@@ -99,6 +102,7 @@ def load_source(
     val_fraction: float = 0.0,
     test_fraction: float = 0.0,
     demo_sizes: DemoSizes | None = None,
+    options: PaperOptions | None = None,
 ) -> tuple[Dataset, SourceReport]:
     """Load one dataset; images without a split are `train`, and missing val/test are carved if fractions > 0.
 
@@ -111,7 +115,7 @@ def load_source(
         report = SourceReport(source, "", SPLITS, {}, 0, find_identical_images(dataset))
         return dataset, report
     started = time.perf_counter()
-    loaded = _read(source, Path(path), mapper, max_side)
+    loaded = _read(source, Path(path), mapper, max_side, options or PaperOptions())
     log.info("read %d images from %s in %.1f s", len(loaded.ids), path, time.perf_counter() - started)
     if not loaded.ids:
         raise DataError(f"{path}: no images of the classes {list(classes)} found for source {source!r}")
@@ -127,7 +131,8 @@ def load_source(
     missing = {"val": val_fraction, "test": test_fraction}
     to_carve = {split: fraction for split, fraction in missing.items() if split not in source_splits and fraction > 0}
     if to_carve:
-        dataset = carve_splits(dataset, to_carve, seed)
+        groups = None if None in loaded.groups else np.array(loaded.groups, dtype=object)
+        dataset = carve_splits(dataset, to_carve, seed, groups)
     if mapper.dropped:
         log.warning(
             "dropped %d images with labels outside %s: %s",
@@ -146,7 +151,7 @@ def load_source(
     return dataset, report
 
 
-def _read(source: FetchSource, path: Path, mapper: LabelMapper, max_side: int) -> _Loaded:
+def _read(source: FetchSource, path: Path, mapper: LabelMapper, max_side: int, options: PaperOptions) -> _Loaded:
     if source == "fer2013_csv" and path.suffix.lower() == ".csv" and path.is_file():
         with open(path, newline="") as stream:
             return _read_fer2013_csv(stream, str(path), mapper, max_side)
@@ -157,18 +162,39 @@ def _read(source: FetchSource, path: Path, mapper: LabelMapper, max_side: int) -
             return _decode(tree, _imagefolder_members(tree, mapper), max_side)
         if source == "legend":
             return _decode(tree, _legend_members(tree, mapper), max_side)
+        if source in _PAPER_SOURCES:
+            return _decode(tree, _paper_members(source, tree, mapper, options), max_side)
         name = _single_csv(tree)
         with io.TextIOWrapper(tree.open(name), newline="") as stream:
             return _read_fer2013_csv(stream, tree.where(name), mapper, max_side)
 
 
+_PAPER_SOURCES = frozenset({"rafdb", "kdef", "jaffe", "ckplus", "affectnet"})
+
+
+def _paper_members(
+    source: FetchSource, tree: FileTree, mapper: LabelMapper, options: PaperOptions
+) -> Iterable[_Member]:
+    if source == "rafdb":
+        return rafdb_members(tree, mapper)
+    if source == "kdef":
+        return kdef_members(tree, mapper, options.kdef_angles)
+    if source == "jaffe":
+        return jaffe_members(tree, mapper)
+    if source == "ckplus":
+        return ckplus_members(tree, mapper, options.ckplus_neutral_first_frame)
+    return affectnet_members(tree, mapper)
+
+
 def _decode(tree: FileTree, members: Iterable[_Member], max_side: int) -> _Loaded:
     kept = list(members)
+    boxes = [member.box for member in kept]
     return _Loaded(
-        images=load_images(tree, [member.name for member in kept], max_side),
+        images=load_images(tree, [member.name for member in kept], max_side, boxes if any(boxes) else None),
         ids=[member.id for member in kept],
         labels=[member.label for member in kept],
         splits=[member.split for member in kept],
+        groups=[member.group for member in kept],
     )
 
 
@@ -246,7 +272,7 @@ def _single_top_folder(tree: FileTree, mapper: LabelMapper) -> str:
 
 def _legend_members(tree: FileTree, mapper: LabelMapper) -> Iterable[_Member]:
     legend = _shallowest_file(tree, "legend.csv")
-    by_file_name = _images_by_file_name(tree)
+    by_file_name = images_by_file_name(tree)
     with io.TextIOWrapper(tree.open(legend), encoding="utf-8-sig", newline="") as stream:
         reader = csv.DictReader(stream)
         columns = _find_columns(reader.fieldnames, ("image", "emotion"), tree.where(legend))
@@ -256,13 +282,6 @@ def _legend_members(tree: FileTree, mapper: LabelMapper) -> Iterable[_Member]:
             label = mapper.index(row[columns["emotion"]] or "")
             if label is not None:
                 yield _Member(member, PurePosixPath(member).stem, label, None)
-
-
-def _images_by_file_name(tree: FileTree) -> dict[str, list[str]]:
-    index: dict[str, list[str]] = {}
-    for name in tree.images():
-        index.setdefault(PurePosixPath(name).name, []).append(name)
-    return index
 
 
 def _legend_image(image: str, by_file_name: Mapping[str, list[str]], where: str) -> str:
@@ -310,7 +329,7 @@ def _read_fer2013_csv(stream: Iterable[str], where: str, mapper: LabelMapper, ma
         labels.append(label)
         splits.append(_csv_split(row[usage_column] or "", f"{where}:{line}") if usage_column else None)
     images = np.stack(pixels)[..., None] if pixels else np.zeros((0, 1, 1, 1), np.uint8)
-    return _Loaded(images=images, ids=ids, labels=labels, splits=splits)
+    return _Loaded(images=images, ids=ids, labels=labels, splits=splits, groups=[None] * len(ids))
 
 
 def _csv_emotion(value: str, where: str) -> str:

@@ -35,8 +35,13 @@ def stratified_quotas(class_counts: np.ndarray, fraction: float) -> np.ndarray:
     return np.minimum(quotas, np.maximum(class_counts - 1, 0))
 
 
-def carve_splits(dataset: Dataset, fractions: dict[str, float], seed: int) -> Dataset:
-    """Move `fractions[split]` of the train images (per class) to each named split; same seed, same result."""
+def carve_splits(dataset: Dataset, fractions: dict[str, float], seed: int, groups: np.ndarray | None = None) -> Dataset:
+    """Move `fractions[split]` of the train images (per class) to each named split; same seed, same result.
+
+    With `groups` (one person id per row) whole people move instead, so nobody is on both sides of a split.
+    """
+    if groups is not None:
+        return _carve_groups(dataset, fractions, seed, groups)
     rng = np.random.default_rng(seed)
     splits = dataset.splits.copy()
     train_rows = np.flatnonzero(splits == "train")
@@ -52,4 +57,32 @@ def carve_splits(dataset: Dataset, fractions: dict[str, float], seed: int) -> Da
             available[label] = available[label][quota:]
             moved += quota
         log.info("carved %d %s images out of train (%.0f%%, stratified, seed %d)", moved, split, 100 * fraction, seed)
+    return replace(dataset, splits=splits)
+
+
+def _carve_groups(dataset: Dataset, fractions: dict[str, float], seed: int, groups: np.ndarray) -> Dataset:
+    """Whole groups in seeded random order move until a split holds `fraction` of the train images.
+
+    Not stratified by class: posed sets (KDEF, JAFFE, CK+) show every person in (nearly) every class, so
+    whole people keep the class mix. A group whose move would empty a class out of training is skipped.
+    """
+    rng = np.random.default_rng(seed)
+    splits = dataset.splits.copy()
+    train = splits == "train"
+    total = int(train.sum())
+    order = list(rng.permutation(sorted(set(groups[train]))))
+    for split, fraction in fractions.items():
+        target, moved = round(total * fraction), 0
+        for group in list(order):
+            if moved >= target:
+                break
+            rows = train & (groups == group)
+            left = np.bincount(dataset.labels[train & ~rows], minlength=len(dataset.classes))
+            had = np.bincount(dataset.labels[train], minlength=len(dataset.classes))
+            if ((had > 0) & (left == 0)).any():
+                continue
+            splits[rows], train = split, train & ~rows
+            moved += int(rows.sum())
+            order.remove(group)
+        log.info("carved %d %s images out of train (%.0f%%, by person, seed %d)", moved, split, 100 * fraction, seed)
     return replace(dataset, splits=splits)
