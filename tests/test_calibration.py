@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from rich.console import Console
 
 from fersynth import calibration
@@ -414,18 +413,6 @@ def test_synthetic_images_of_another_size_are_an_error(tmp_path: Path) -> None:
         calibrate(synthetic_rows(7, size=16), real, CalibrateConfig(teacher=TINY_TEACHER), 0, tmp_path, "generated-dir")
 
 
-class FixedClassifier(torch.nn.Module):
-    """Predicts the class given per image index: a judge whose verdicts the test knows."""
-
-    def __init__(self, verdicts: list[int], classes: int) -> None:
-        super().__init__()
-        self.logits = torch.nn.functional.one_hot(torch.tensor(verdicts), classes).float() * 10
-        self.head = torch.nn.Linear(1, classes)  # predict_proba reads the class count from it
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits[: len(images)]
-
-
 def test_judge_grades_every_generated_image_and_the_kept_ones() -> None:
     classes = ("a", "b", "c")
     intended = np.array([0, 0, 1, 1, 2, 2])
@@ -433,8 +420,8 @@ def test_judge_grades_every_generated_image_and_the_kept_ones() -> None:
     keep = np.array([True, True, False, True, True, False])
     decision = calibration.Decision(keep, intended, np.ones(6, np.float32), None, np.full(3, 0.5))
     val = replace(make_dataset(per_class=1, size=8), labels=np.array([0, 1, 1, 1, 0, 0, 2]))
-    images = np.zeros((6, 8, 8, 1), dtype=np.uint8)
-    metrics = calibration.judge_metrics(FixedClassifier(verdicts, 3), val, images, intended, decision, classes)
+    predicted, val_predicted = np.array(verdicts[:6]), np.array(verdicts)
+    metrics = calibration.judge_metrics(val.labels, val_predicted, predicted, intended, decision, classes)
     assert metrics["judge_expression_accuracy"] == pytest.approx(3 / 6)
     assert [metrics[f"judge_expression_accuracy_{name}"] for name in classes] == [0.5, 1.0, 0.0]
     assert metrics["judge_kept_agreement"] == pytest.approx(2 / 4)  # kept 0 (a=a), 1 (a≠b), 3 (b=b), 4 (c≠a)

@@ -417,20 +417,20 @@ def load_or_train_teachers(
 
 
 def judge_metrics(
-    judge: nn.Module,
-    val: Dataset,
-    synthetic_images: np.ndarray,
+    val_labels: np.ndarray,
+    val_predicted: np.ndarray,
+    predicted: np.ndarray,
     intended: np.ndarray,
     decision: Decision,
     classes: Sequence[str],
 ) -> dict[str, float]:
     """How recognisable the generated faces are to a classifier that did not select them.
 
-    `judge_expression_accuracy(_<c>)` grades every generated image (the generator's quality);
-    `judge_kept_agreement` grades the kept ones against their final label (the selection's quality).
+    Takes the judge's predicted classes (of real val and of every synthetic image), computed once for
+    the quality figures. `judge_expression_accuracy(_<c>)` grades every generated image (the generator's
+    quality); `judge_kept_agreement` grades the kept ones against their final label (the selection's quality).
     """
-    predicted = predict_proba(judge, synthetic_images).argmax(axis=1)
-    metrics = {"judge_val_macro_f1": macro_f1(val.labels, predict_proba(judge, val.images).argmax(axis=1))}
+    metrics = {"judge_val_macro_f1": macro_f1(val_labels, val_predicted)}
     metrics["judge_expression_accuracy"] = float((predicted == intended).mean())
     for index, name in enumerate(classes):
         generated = intended == index
@@ -484,9 +484,11 @@ def calibrate(
         judge = load_or_train_classifier(
             train, val, config.judge, judge_seed, teachers_dir, "judge", teachers.data_fingerprint
         )
-        metrics.update(judge_metrics(judge, val, synthetic.images, intended, decision, real.classes))
         # Real val is the reference: real faces the judge never trained on, so their figures are the best reachable.
         quality = synthetic_quality(judge, train, val, synthetic, intended, seed)
+        metrics.update(
+            judge_metrics(val.labels, quality.reference_predicted, quality.predicted, intended, decision, real.classes)
+        )
         metrics.update(quality.metrics)
         closest_pairs_png = quality.closest_pairs_png
     log.info(

@@ -55,6 +55,8 @@ CLOSEST_PAIRS = 16
 class QualityReport:
     metrics: dict[str, float | int]  # quality_<source>_<figure>[_<class>], quality_memorisation_threshold
     closest_pairs_png: bytes | None  # None when there is no synthetic image
+    predicted: np.ndarray  # (N,) the judge's class for each synthetic image, so callers need no second pass
+    reference_predicted: np.ndarray  # (M,) the same for the reference images
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def synthetic_quality(
             synthetic.images, train.images, judged.nearest_distance, judged.nearest_index, labels=synthetic.sources
         )
         pairs_png = png_bytes(image)
-    return QualityReport(metrics=metrics, closest_pairs_png=pairs_png)
+    return QualityReport(metrics, pairs_png, judged.predicted, reference_judged.predicted)
 
 
 def source_figures(
