@@ -22,7 +22,7 @@ STAGE_MODULES: tuple[str, ...] = (
 )
 
 # Commands that are no DVC stage, listed after the stages; each module defines a Typer group `app`.
-TOOL_MODULES: tuple[str, ...] = ("preset", "report")
+TOOL_MODULES: tuple[str, ...] = ("preset", "report", "compare")
 
 
 class StageGroup(TyperGroup):

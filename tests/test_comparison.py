@@ -8,32 +8,79 @@ import yaml
 from fersynth.comparison import (
     COMMITTED,
     DEFAULT_VARIANT_NAMES,
+    SEED_KEYS,
     Variant,
+    extra_set_keys,
+    flatten_metrics,
     gain_verdicts,
     markdown_table,
     plan_runs,
     preset_variants,
+    reported_keys,
     select_variants,
+    stages_with_changed_params,
     summarise,
 )
+from fersynth.experiments import threads_per_job
 
 from .conftest import REPO_ROOT
 
 REAL_ONLY = ("train_gan.epochs=0", "generate.target=per_class", "generate.per_class=0", "merge.sources=[real,offline]")
 
 
-def test_runs_are_grouped_by_variant_with_one_single_thread_run_each() -> None:
+def test_runs_are_grouped_by_variant_and_seeds_set_the_chosen_key() -> None:
     variants = (Variant("synthetic", ()), Variant("real-only", REAL_ONLY))
-    runs = plan_runs(variants, seeds=[0, 1])
-    assert [run.name for run in runs] == [
-        "synthetic-s0",
-        "synthetic-s1",
-        "synthetic-s0-t1",
-        "real-only-s0",
-        "real-only-s1",
-        "real-only-s0-t1",
-    ]
-    assert runs[4].overrides == (*REAL_ONLY, "train.seed=1")
+    runs = plan_runs(variants, seeds=[0, 1], seed_key=SEED_KEYS["classifier"])
+    assert [run.name for run in runs] == ["synthetic-s0", "synthetic-s1", "real-only-s0", "real-only-s1"]
+    assert runs[3].overrides == (*REAL_ONLY, "train.seed=1")
+    whole = plan_runs(variants[:1], seeds=[2], seed_key=SEED_KEYS["pipeline"])
+    assert whole[0].overrides == ("common.seed=2",)
+
+
+def test_folds_multiply_the_runs_and_rotate_the_test_fold() -> None:
+    runs = plan_runs([Variant("real-only", ())], seeds=[0, 1], seed_key="train.seed", folds=3)
+    assert [run.name for run in runs] == [f"real-only-s{seed}-f{fold}" for seed in (0, 1) for fold in range(3)]
+    assert runs[4].overrides == ("train.seed=1", "fetch.folds=3", "fetch.fold=1")
+    assert plan_runs([Variant("x", ())], seeds=[0], seed_key="train.seed", folds=1)[0].name == "x-s0"
+
+
+def test_table_columns_lead_with_the_rare_classes_and_add_one_group_per_extra_test_set() -> None:
+    classes = ("angry", "disgust", "fear", "happy")
+    assert reported_keys(classes) == (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "recall_disgust",
+        "recall_fear",
+        "recall_angry",
+        "recall_happy",
+    )
+    evaluated = {"accuracy": 0.5, "recall_angry": 0.4, "kdef": {"accuracy": 0.3, "macro_f1": 0.2, "images": 70}}
+    flat = flatten_metrics(evaluated)
+    assert flat == {"accuracy": 0.5, "recall_angry": 0.4, "kdef.accuracy": 0.3, "kdef.macro_f1": 0.2}
+    assert extra_set_keys([flat, flat | {"jaffe.accuracy": 0.1}]) == ("kdef.accuracy", "kdef.macro_f1")
+    summaries = summarise({"real-only": [flat]}, ["accuracy", "kdef.accuracy"])
+    assert markdown_table(summaries, ["accuracy", "kdef.accuracy"]).splitlines()[0] == (
+        "| variant | n | accuracy | kdef accuracy |"
+    )
+
+
+def test_the_stages_whose_params_a_run_changes_come_from_dvc_lock() -> None:
+    lock = {
+        "stages": {
+            "fetch": {"params": {"params.yaml": {"common.seed": 0, "fetch": {"source": "demo"}}}},
+            "train": {"params": {"params.yaml": {"train.seed": None, "train.lr": 0.001}}},
+            "report": {"cmd": "no params"},
+        }
+    }
+    params = {"common": {"seed": 0}, "fetch": {"source": "demo"}, "train": {"seed": 3, "lr": 0.001}}
+    assert stages_with_changed_params(lock, params) == ["train"]
+    assert stages_with_changed_params(lock, params | {"fetch": {"source": "kdef"}}) == ["fetch", "train"]
+
+
+def test_parallel_jobs_share_the_cores() -> None:
+    assert threads_per_job(jobs=2, cores=16) == 8
+    assert threads_per_job(jobs=3, cores=2) == 1
 
 
 def test_summary_gives_mean_and_sample_std_and_the_verdict() -> None:
@@ -52,13 +99,13 @@ def test_summary_gives_mean_and_sample_std_and_the_verdict() -> None:
 
 
 def test_a_variants_own_overrides_win_over_the_common_ones() -> None:
-    run = plan_runs([Variant("real-only", ("generate.per_class=0", "merge.sources=[real]"))], [3], one_thread=False)[0]
+    run = plan_runs([Variant("real-only", ("generate.per_class=0", "merge.sources=[real]"))], [3], "train.seed")[0]
     settings = run.settings(["generate.per_class=500", "train.epochs=4"])
     assert settings == ["generate.per_class=0", "train.epochs=4", "merge.sources=[real]", "train.seed=3"]
 
 
 def test_a_force_added_override_is_the_same_key_as_a_plain_one() -> None:
-    run = plan_runs([Variant("counts", ("++generate.counts={disgust: 9}",))], [0], one_thread=False)[0]
+    run = plan_runs([Variant("counts", ("++generate.counts={disgust: 9}",))], [0], "train.seed")[0]
     settings = run.settings(["generate.counts={fear: 5}", "++train.epochs=4"])
     assert settings == ["++generate.counts={disgust: 9}", "++train.epochs=4", "train.seed=0"]
 

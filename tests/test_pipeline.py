@@ -272,3 +272,29 @@ def test_diffusion_backends_run_end_to_end(baseline: tuple[Path, str], sources: 
         assert (clone / "metrics" / "plots" / "generated" / f"{source}.png").is_file()
     absent = {"gan", "diffusion", "edit"} - set(sources)
     assert all(merged[f"source_{source}"] == 0 for source in absent)
+
+
+def test_compare_runs_two_variants_through_a_two_job_queue(baseline: tuple[Path, str]) -> None:
+    """`fersynth compare`: DVC's queue runs both at once in temporary workspaces, each on its share of the cores.
+
+    The common override makes calibrate rerun in the synthetic run: its teachers must come from the
+    DVC-tracked cache checked out in that run's own workspace, not be trained again.
+    """
+    clone = _teammate_clone(baseline, "compare")
+    compare = ["compare", "synthetic", "real-only", "--seeds", "1", "-j", "2", "-S", "calibrate.quota_per_class=10"]
+    _run([_tool("fersynth"), *compare], clone)
+    table = (clone / "report" / "compare.md").read_text()
+    assert "Seeds vary the classifier alone" in table
+    assert "| variant | n | accuracy | UAR | macro-F1 | disgust | fear | angry |" in table
+    for variant in ("synthetic", "real-only"):
+        assert re.search(rf"^\| {variant} \| 1 \| 0\.\d{{3}} ± 0\.000 \|", table, flags=re.MULTILINE), table
+    runs = {json.loads(line)["run"]: json.loads(line) for line in (clone / "report" / "compare.jsonl").open()}
+    assert list(runs) == ["synthetic-s0", "real-only-s0"]
+    assert runs["synthetic-s0"]["metrics/merge.json"]["synthetic_share"] > 0
+    assert runs["real-only-s0"]["metrics/merge.json"] == {"synthetic_share": 0.0}
+    for name in runs:
+        ref = _run(["git", "for-each-ref", "--format=%(refname)", f"refs/exps/**/{name}"], clone).strip()
+        environment = json.loads(_run(["git", "show", f"{ref}:metrics/diagnostics/train.json"], clone))["environment"]
+        assert environment["torch_threads"] == max(1, (os.cpu_count() or 1) // 2)
+    log = " ".join(_dvc(clone, "queue", "logs", "synthetic-s0").split())
+    assert "Running stage 'calibrate'" in log and "teacher (seed 0): cache hit" in log, log[-3000:]

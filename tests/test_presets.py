@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -233,15 +230,11 @@ def test_an_unknown_preset_name_exits_with_the_list(tmp_path: Path) -> None:
     assert "warrier-linear" in " ".join(output.split())
 
 
-@pytest.mark.slow
 def test_every_preset_passes_a_dry_comparison_run() -> None:
-    """`compare_synthetic.py --dry`: DVC takes each preset's overrides, the stages' validation accepts them."""
-    command = [sys.executable, "benchmarks/compare_synthetic.py", "--dry", "--seeds", "0", "--no-one-thread"]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    done = subprocess.run(
-        [*command, "--presets", *PRESETS], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    planned = re.findall(r"^([\w-]+)-s0: ok; params change for: (.+)$", done.stdout, flags=re.MULTILINE)
+    """`fersynth compare --dry`: DVC's writer takes each preset's overrides, the stages' validation accepts them."""
+    paths = ("--params", str(REPO_ROOT / "params.yaml"), "--presets-dir", str(PRESETS_DIR))
+    result = CliRunner().invoke(app, ["compare", *PRESETS, "--seeds", "1", "--dry", *paths])
+    assert result.exit_code == 0, result.output
+    planned = re.findall(r"^([\w-]+)-s0: ok; params change for: (.+)$", result.output, flags=re.MULTILINE)
     assert [name for name, _ in planned] == list(PRESETS)
     assert all("train" in stages.split(", ") for _, stages in planned)  # train.seed is set for every run

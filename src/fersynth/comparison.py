@@ -1,24 +1,27 @@
-"""Does synthetic data help, beyond noise? Variants of the pipeline run over classifier seeds, summarised.
+"""Does synthetic data help, beyond noise? Variants of the pipeline run over seeds (and folds), summarised.
 
 A variant is a named set of params overrides (`-S key=value`, as `dvc exp run` takes them): the
 committed params (`synthetic`) or a preset (`presets/<name>.yaml`, see `fersynth.presets`). Each
-runs once per classifier seed (`train.seed`, so the data, the GAN and the teachers stay as they are)
-and once more on one thread, since thread count alone changes floating-point sums. This module plans
-the runs and summarises their metrics; `benchmarks/compare_synthetic.py` executes them with DVC.
+runs once per seed, varying the classifier alone (`train.seed`) or the whole pipeline (`common.seed`),
+and with k-fold once per test fold. This module plans the runs and summarises their metrics;
+`fersynth.experiments` queues and runs them with DVC (`fersynth compare`).
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fersynth.presets import list_presets, load_preset, preset_overrides, validate_preset
 
-# Reported per variant, in this order (keys of metrics/evaluate.json).
-REPORTED = ("accuracy", "macro_f1", "balanced_accuracy", "recall_disgust", "recall_fear")
+# Overall figures of metrics/evaluate.json, in the table's order (balanced accuracy is UAR).
+OVERALL = ("accuracy", "balanced_accuracy", "macro_f1")
+# Classes whose recall leads the table: the rare ones synthetic data is meant to lift.
+RARE_FIRST = ("disgust", "fear")
+COLUMN_TITLES = {"accuracy": "accuracy", "balanced_accuracy": "UAR", "macro_f1": "macro-F1"}
 
 
 @dataclass(frozen=True)
@@ -55,20 +58,28 @@ def select_variants(names: Sequence[str], variants: Sequence[Variant]) -> tuple[
     return tuple(by_name[name] for name in names)
 
 
+# What a comparison's seeds vary: the classifier alone (the data, the GAN and the teachers stay as they
+# are, so their runs are shared) or every seeded stage of the pipeline.
+SEED_KEYS: dict[str, str] = {"classifier": "train.seed", "pipeline": "common.seed"}
+
+
 @dataclass(frozen=True)
 class Run:
     variant: Variant
     seed: int
-    threads: int | None  # None: torch's default (all cores)
+    seed_key: str  # a value of SEED_KEYS
+    fold: int | None = None  # the test fold of k-fold cross-validation; None: the source's own split
+    folds: int = 0
 
     @property
     def name(self) -> str:
-        suffix = f"-t{self.threads}" if self.threads else ""
-        return f"{self.variant.name}-s{self.seed}{suffix}"
+        fold = "" if self.fold is None else f"-f{self.fold}"
+        return f"{self.variant.name}-s{self.seed}{fold}"
 
     @property
     def overrides(self) -> tuple[str, ...]:
-        return (*self.variant.overrides, f"train.seed={self.seed}")
+        folds = () if self.fold is None else (f"fetch.folds={self.folds}", f"fetch.fold={self.fold}")
+        return (*self.variant.overrides, f"{self.seed_key}={self.seed}", *folds)
 
     def settings(self, common: Sequence[str]) -> list[str]:
         """`common` overrides (given for every run) with this run's own on top: for a key set by both,
@@ -82,18 +93,44 @@ def _override_key(setting: str) -> str:
     return setting.partition("=")[0].lstrip("+")
 
 
-def plan_runs(variants: Sequence[Variant], seeds: Sequence[int], one_thread: bool = True) -> list[Run]:
-    """Every variant at every seed, grouped by variant so upstream stages rerun once per variant.
+def plan_runs(variants: Sequence[Variant], seeds: Sequence[int], seed_key: str, folds: int = 0) -> list[Run]:
+    """Every variant at every seed (and every fold, with `folds` >= 2), grouped by variant.
 
-    With `one_thread`, each variant also runs its first seed on one thread: the spread that
-    thread count alone causes, next to the spread over seeds.
+    Grouped, a variant's upstream stages run once and DVC's run cache serves its later runs.
     """
-    runs = []
-    for variant in variants:
-        runs += [Run(variant, seed, None) for seed in seeds]
-        if one_thread and seeds:
-            runs.append(Run(variant, seeds[0], 1))
-    return runs
+    fold_numbers: Sequence[int | None] = range(folds) if folds >= 2 else [None]
+    return [
+        Run(variant, seed, seed_key, fold, folds if fold is not None else 0)
+        for variant in variants
+        for seed in seeds
+        for fold in fold_numbers
+    ]
+
+
+def reported_keys(classes: Sequence[str]) -> tuple[str, ...]:
+    """The compare table's columns: overall figures, then per-class recall with the rare classes first."""
+    rare_first = [name for name in RARE_FIRST if name in classes] + [name for name in classes if name not in RARE_FIRST]
+    return (*OVERALL, *(f"recall_{name}" for name in rare_first))
+
+
+def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """evaluate.json's test figures as they are; each extra test set's as `<set>.<key>` (its column group)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            flat |= {f"{key}.{inner}": float(number) for inner, number in value.items() if inner in OVERALL}
+        else:
+            flat[key] = float(value)
+    return flat
+
+
+def extra_set_keys(runs: Iterable[Mapping[str, float]]) -> tuple[str, ...]:
+    """The cross-dataset columns every run has, in the order the first run lists them."""
+    runs = list(runs)
+    if not runs:
+        return ()
+    shared = set.intersection(*(set(run) for run in runs))
+    return tuple(key for key in runs[0] if "." in key and key in shared)
 
 
 @dataclass(frozen=True)
@@ -104,7 +141,7 @@ class Summary:
     std: dict[str, float]  # sample standard deviation over the seeds (0 for one run)
 
 
-def summarise(results: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequence[str] = REPORTED) -> list[Summary]:
+def summarise(results: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequence[str]) -> list[Summary]:
     """Mean and sample std of each key over the runs of each variant (variant name -> its runs' metrics)."""
     summaries = []
     for variant, runs in results.items():
@@ -120,9 +157,16 @@ def summarise(results: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequen
     return summaries
 
 
-def markdown_table(summaries: Sequence[Summary], keys: Sequence[str] = REPORTED) -> str:
-    """One row per variant, each cell `mean ± std`."""
-    header = ["variant", "runs", *keys]
+def column_title(key: str) -> str:
+    """`recall_disgust` -> `disgust`, `balanced_accuracy` -> `UAR`, `kdef.accuracy` -> `kdef accuracy`."""
+    test_set, _, figure = key.rpartition(".")
+    title = COLUMN_TITLES.get(figure, figure.removeprefix("recall_"))
+    return f"{test_set} {title}" if test_set else title
+
+
+def markdown_table(summaries: Sequence[Summary], keys: Sequence[str]) -> str:
+    """One row per variant, each cell `mean ± std`; `n` counts its runs (seeds × folds)."""
+    header = ["variant", "n", *(column_title(key) for key in keys)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for summary in summaries:
         cells = [f"{summary.mean[key]:.3f} ± {summary.std[key]:.3f}" for key in keys]
@@ -141,3 +185,22 @@ def gain_verdicts(summaries: Sequence[Summary], candidate: str, baseline: str, k
         verdict = "beyond noise" if abs(gain) > noise else "within noise"
         verdicts.append(f"{key}: {candidate} - {baseline} = {gain:+.3f} (2 std = {noise:.3f}): {verdict}")
     return verdicts
+
+
+def stages_with_changed_params(lock: Mapping[str, Any], params: Mapping[str, Any]) -> list[str]:
+    """Stages of a dvc.lock whose recorded params.yaml values differ from `params` (they rerun, and all after)."""
+    changed = []
+    for stage, entry in (lock.get("stages") or {}).items():
+        recorded = (entry.get("params") or {}).get("params.yaml", {})
+        if any(_lookup(params, key) != value for key, value in recorded.items()):
+            changed.append(stage)
+    return changed
+
+
+def _lookup(params: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = params
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
