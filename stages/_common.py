@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -15,6 +16,7 @@ from rich.logging import RichHandler
 
 from fersynth.config import Params, load_params, read_yaml_file
 from fersynth.errors import FersynthError, ParamsError
+from fersynth.execution import ExecutionSettings, read_execution_settings
 from fersynth.io import write_json
 from fersynth.reporting import headline_metrics, run_environment
 
@@ -69,6 +71,14 @@ def check_tracked_inputs(params: Params, repo_root: Path) -> None:
             )
 
 
+def execution_settings() -> ExecutionSettings:
+    """How this run executes (fersynth.local.yaml at the repo root, FERSYNTH_* on top): never tracked by DVC.
+
+    DVC runs every stage from the repository root, so the working directory is where the file lives.
+    """
+    return read_execution_settings(Path.cwd(), os.environ)
+
+
 def write_stage_metrics(
     stage: str,
     measured: Mapping[str, Any],
@@ -84,25 +94,49 @@ def write_stage_metrics(
     """
     everything = dict(measured)
     if record_environment:
-        everything["environment"] = run_environment()
+        everything["environment"] = run_environment() | {"execution": execution_settings().record()}
     write_json(diagnostics, everything)
     if headline is not None:
         write_json(headline, headline_metrics(stage, measured))
 
 
+@dataclass
+class ErrorReporting:
+    tracebacks: bool = False  # library errors too; set by the `fersynth` group's --debug before a command runs
+
+
+reporting = ErrorReporting()
+
+
 def stage_command(function: Callable[P, R]) -> Callable[P, R]:
-    """Set up logging and turn library errors into one message and exit code 1."""
+    """Set up logging and turn library errors into one message and exit code 1.
+
+    Library errors are the input's fault (data, params, artefacts, checkpoints) and name the culprit, so
+    a traceback would only hide the message; `fersynth --debug` shows it all the same. Any other
+    exception is a bug and keeps its traceback.
+    """
 
     @functools.wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         configure_logging()
         try:
+            apply_thread_setting(execution_settings())
             return function(*args, **kwargs)
         except FersynthError as error:
-            error_console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+            if reporting.tracebacks:
+                raise
+            # soft_wrap: one line in a log however wide, not broken at the console's 80 columns
+            error_console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
 
     return wrapper
+
+
+def apply_thread_setting(settings: ExecutionSettings) -> None:
+    if settings.threads:
+        import torch  # only here: tool commands that never set threads start without it
+
+        torch.set_num_threads(settings.threads)
 
 
 def configure_logging() -> None:

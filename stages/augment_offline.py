@@ -9,7 +9,14 @@ import typer
 
 from fersynth.augment import augment_metrics, augment_offline
 from fersynth.datasets.format import read_dataset, write_dataset
-from stages._common import DiagnosticsOption, ParamsOption, read_params, stage_command, write_stage_metrics
+from stages._common import (
+    DiagnosticsOption,
+    ParamsOption,
+    execution_settings,
+    read_params,
+    stage_command,
+    write_stage_metrics,
+)
 
 
 @stage_command
@@ -26,6 +33,9 @@ def command(
     params = read_params(params_path)
     dataset = read_dataset(input_dir, params.common.classes)
     config = params.augment_offline
-    augmented = augment_offline(dataset, config, params.common.seed)
+    workers = execution_settings().workers
+    augmented = augment_offline(dataset, config, params.common.seed, workers=workers)
     write_dataset(augmented, out, preview_title=f"offline variants ({config.variants_per_image} per training image)")
-    write_stage_metrics("augment-offline", augment_metrics(dataset, augmented, config), diagnostics)
+    # workers is informational: an execution setting, the results are identical for any count
+    measured = augment_metrics(dataset, augmented, config) | {"workers": workers}
+    write_stage_metrics("augment-offline", measured, diagnostics)

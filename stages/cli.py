@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Annotated
 
 import click
 import typer
@@ -57,8 +58,21 @@ app = typer.Typer(
 
 
 @app.callback()
-def pipeline() -> None:
+def pipeline(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="FERSYNTH_DEBUG",  # DVC runs the commands of dvc.yaml: `FERSYNTH_DEBUG=1 dvc repro` reaches them
+            help="Show the traceback of every error, also of those caused by input (data, params, checkpoints).",
+        ),
+    ] = False,
+) -> None:
     """Typer builds a command group only around a callback; the stages come from StageGroup."""
+    # Imported here, not at the top: `fersynth --help` runs no callback and need not load params validation.
+    from stages._common import reporting
+
+    reporting.tracebacks = debug
 
 
 def main() -> None:

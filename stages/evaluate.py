@@ -39,6 +39,7 @@ def command(
         params.common.channels,
         params.evaluate,
         params.face_align,
+        params.fetch,  # its read rules (file size, compression, pixel budget, min side, alpha) bound extra sets too
     )
     write_confusion(evaluation, confusion)
     write_stage_metrics("evaluate", evaluation.metrics, diagnostics, metrics, record_environment=True)

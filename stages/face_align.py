@@ -9,7 +9,14 @@ import typer
 
 from fersynth.datasets.format import read_dataset, write_dataset
 from fersynth.faces import OUTCOMES_FILE, align_dataset
-from stages._common import DiagnosticsOption, ParamsOption, read_params, stage_command, write_stage_metrics
+from stages._common import (
+    DiagnosticsOption,
+    ParamsOption,
+    execution_settings,
+    read_params,
+    stage_command,
+    write_stage_metrics,
+)
 
 
 @stage_command
@@ -27,7 +34,9 @@ def command(
     params = read_params(params_path)
     dataset = read_dataset(input_dir, params.common.classes)
     config = params.face_align
-    result = align_dataset(dataset, config, params.common.image_size, params.common.channels)
+    workers = execution_settings().workers
+    result = align_dataset(dataset, config, params.common.image_size, params.common.channels, workers=workers)
     title = f"aligned (detector {config.detector}, {params.common.image_size}px)"
     write_dataset(result.dataset, out, preview_title=title, extra_files={OUTCOMES_FILE: result.outcomes_csv()})
-    write_stage_metrics("face-align", result.metrics(), diagnostics)
+    # workers is informational: an execution setting, the results are identical for any count
+    write_stage_metrics("face-align", result.metrics() | {"workers": workers}, diagnostics)

@@ -69,7 +69,7 @@ def baseline_metrics(root: Path, revision: str, paths: Sequence[str]) -> dict[st
     for path in paths:
         text = _git(root, "show", f"{revision}:./{path}")  # ./: relative to root, wherever the git top level is
         if text is not None:
-            committed[path] = json.loads(text)
+            committed[path] = _parse_json(text, f"{path} at {revision}")
     return committed
 
 
@@ -118,7 +118,8 @@ def _confusion(path: Path, classes: Sequence[str], folder: Path) -> str | None:
 def _check_replaceable(out: Path) -> None:
     # The folder is replaced whole: refuse one this command did not write (`--out .` would be the repository).
     marker = out / REPORT_NAME
-    if out.exists() and any(out.iterdir()) and not (marker.is_file() and marker.read_text().startswith(TITLE)):
+    ours = marker.is_file() and marker.read_bytes().startswith(TITLE.encode())
+    if out.exists() and not (out.is_dir() and (ours or not any(out.iterdir()))):
         raise ParamsError(f"--out {out}: exists and is no fersynth report; give a new or empty folder")
 
 
@@ -127,10 +128,14 @@ def _read_optional(path: Path) -> dict[str, Any]:
 
 
 def _read_json(path: Path) -> Any:
+    return _parse_json(path.read_bytes(), str(path))
+
+
+def _parse_json(text: str | bytes, where: str) -> Any:
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from None
+        return json.loads(text)
+    except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError for bytes that are no UTF-8
+        raise DataError(f"{where}: not valid JSON ({error})") from None
 
 
 def _git(root: Path, *arguments: str) -> str | None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from fersynth.distributed import needs_torchrun, relaunch_under_torchrun, training_process
 from fersynth.io import atomic_directory
 from fersynth.training import MODEL_FILE, save_classifier, train_from_directories
 from stages._common import (
     DiagnosticsOption,
     MetricsOption,
     ParamsOption,
+    execution_settings,
     read_params,
     stage_command,
     write_stage_metrics,
@@ -36,8 +40,14 @@ def command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
+    settings = execution_settings()
+    if needs_torchrun(settings.processes, os.environ):
+        raise typer.Exit(relaunch_under_torchrun(settings.processes, sys.argv[1:]))
     seed = params.train.seed_or(params.common.seed)
-    run = train_from_directories(train, val, params.common.classes, params.train, seed, live)
+    with training_process(settings.device, os.environ) as placement:
+        run = train_from_directories(train, val, params.common.classes, params.train, seed, live, placement.device)
+    if not placement.main:
+        return
     with atomic_directory(out) as staging:
         save_classifier(staging / MODEL_FILE, run.fit.model, params.train, run.classes, run.image_shape)
     write_stage_metrics("train", run.metrics(), diagnostics, metrics, record_environment=True)

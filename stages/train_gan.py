@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from dvclive import Live
 
 from fersynth.datasets.format import read_dataset
+from fersynth.distributed import needs_torchrun, on_main_process, relaunch_under_torchrun, training_process
 from fersynth.gan.generator import GENERATOR_FILE
 from fersynth.gan.training import train_gan
 from fersynth.io import atomic_directory, atomic_write_bytes
-from stages._common import DiagnosticsOption, ParamsOption, read_params, stage_command, write_stage_metrics
+from fersynth.live import open_live
+from stages._common import (
+    DiagnosticsOption,
+    ParamsOption,
+    execution_settings,
+    read_params,
+    stage_command,
+    write_stage_metrics,
+)
 
 
 @stage_command
@@ -32,12 +42,16 @@ def command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
+    settings = execution_settings()
+    if needs_torchrun(settings.processes, os.environ):
+        raise typer.Exit(relaunch_under_torchrun(settings.processes, sys.argv[1:]))
     config, classes, seed = params.train_gan, params.common.classes, params.common.seed
     real = read_dataset(input_dir, classes)
     variants = read_dataset(offline, classes) if config.use_offline else None
-    # dvcyaml=None and save_dvc_exp=False: DVC's own dvc.yaml declares these plots; dvclive must not edit it.
-    with Live(dir=str(live), save_dvc_exp=False, dvcyaml=None, report=None) as live_log:
-        result = train_gan(real, config, seed, checkpoints, live_log, offline=variants)
+    with training_process(settings.device, os.environ) as placement, on_main_process(lambda: open_live(live)) as curves:
+        result = train_gan(real, config, seed, checkpoints, curves, offline=variants, device=placement.device)
+    if not placement.main:
+        return
     with atomic_directory(out) as staging:
         result.generator.save(staging / GENERATOR_FILE)
     atomic_write_bytes(samples, result.generator.sample_grid(seed))

@@ -49,6 +49,13 @@ def make_dataset(per_class: int = 6, size: int = 48, channels: int = 1, seed: in
     return Dataset(images=images, labels=labels.astype(np.int64), splits=splits, classes=classes, ids=ids)
 
 
+@pytest.fixture(autouse=True)
+def _one_training_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's fersynth.local.yaml asking for more processes must not relaunch pytest's own arguments
+    under torchrun from an in-process stage run; tests of that path set FERSYNTH_PROCESSES themselves."""
+    monkeypatch.setenv("FERSYNTH_PROCESSES", "1")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread() -> Iterator[None]:
     """Tests run tiny tensors, where a second thread only adds contention (45x slower seen under load)."""

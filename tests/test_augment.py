@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fersynth.augment import augment_metrics, augment_offline
+from fersynth.augment import _seed_for_image, augment_metrics, augment_offline, build_pipeline
 from fersynth.config import AugmentOfflineConfig
 
 from .conftest import make_dataset
@@ -69,3 +69,16 @@ def test_metrics_count_training_images_and_variants_per_class() -> None:
     assert metrics["count_train_angry"] == 2 * int(((dataset.splits == "train") & (dataset.labels == 0)).sum())
     empty = augment_offline(dataset, AugmentOfflineConfig(variants_per_image=0), seed=0)
     assert augment_metrics(dataset, empty, AugmentOfflineConfig(variants_per_image=0))["train_images"] == train_count
+
+
+def test_zoom_and_stretch_draw_their_own_scales() -> None:
+    """All steps share one stream per image; `A.Compose(seed=...)` gave each step its own copy of one stream,
+    so the stretch's horizontal scale repeated the zoom."""
+    pipeline = build_pipeline(AugmentOfflineConfig())
+    import albumentations as A  # build_pipeline turned its update check off
+
+    tracked = A.Compose(pipeline.transforms, save_applied_params=True)
+    for index in range(3):
+        _seed_for_image(tracked, seed=0, index=index)
+        (_, zoom), (_, stretch), *_ = tracked(image=np.zeros((24, 24, 1), dtype=np.uint8))["applied_transforms"]
+        assert zoom["scale"]["x"] != stretch["scale"]["x"]

@@ -7,6 +7,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from fersynth import faces
 from fersynth.config import FaceAlignConfig
@@ -173,3 +174,22 @@ def test_missing_facenet_pytorch_names_the_command_that_installs_it(monkeypatch:
             align_dataset(blank_dataset(), FaceAlignConfig(detector="mtcnn"), image_size=32, channels=1)
     finally:
         faces._mtcnn.cache_clear()
+
+
+def test_detector_runs_on_one_torch_thread_and_restores_the_callers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MTCNN's boxes change with torch's thread count: one thread keeps faces the same under any setting."""
+    seen: list[int] = []
+
+    class ThreadCountingMtcnn(FakeMtcnn):
+        def detect(self, images: np.ndarray, landmarks: bool) -> tuple[list, list, list]:
+            seen.append(torch.get_num_threads())
+            return super().detect(images, landmarks)
+
+    monkeypatch.setattr(faces, "_mtcnn", ThreadCountingMtcnn)
+    callers = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        faces.detect_faces(np.zeros((3, 64, 64, 1), dtype=np.uint8), 0.9)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(callers)

@@ -119,7 +119,7 @@ def test_overrides_quote_free_text_add_missing_keys_and_merge_mappings(tmp_path:
         ("train..arch: vgg\n", r"bad\.yaml: 'train\.\.arch' is not a dotted params key"),
         ("- train.arch=vgg\n", r"bad\.yaml: expected a mapping of dotted params keys"),
         ("# only a comment\n", r"bad\.yaml: expected a mapping of dotted params keys"),
-        ("train.arch: [vgg\n", r"bad\.yaml: not valid YAML"),
+        ("train.arch: [vgg\n", r"bad\.yaml:2: not valid YAML"),
     ],
 )
 def test_a_broken_preset_names_its_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -219,7 +219,7 @@ def test_apply_refuses_an_invalid_result_and_leaves_the_params_file_alone(tmp_pa
     params_path = own_presets(tmp_path, "# a policy the committed selection contradicts\ncalibrate.policy: relabel\n")
     code, output = invoke("apply", "mine", "--params", str(params_path))
     assert code == 1
-    assert "calibrate.selection 'precision' has no effect" in " ".join(output.split())
+    assert "calibrate.selection 'quota' has no effect" in " ".join(output.split())
     assert params_path.read_text() == (REPO_ROOT / "params.yaml").read_text()
 
 

@@ -15,6 +15,9 @@ from fersynth.training import load_classifier
 from .conftest import make_dataset, run_stage
 
 METRIC_KEYS = {
+    "device",
+    "precision",
+    "processes",
     "best_epoch",
     "best_val_macro_f1",
     "best_val_accuracy",

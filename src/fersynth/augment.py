@@ -6,8 +6,10 @@ Only the train split is augmented, and every variant records the real image it d
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from fersynth.config import AugmentOfflineConfig
 from fersynth.datasets.format import Dataset
-from fersynth.progress import progress_bar
+from fersynth.parallel import Chunk, map_chunks
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -24,10 +26,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 VARIANT_MARK = "~aug"  # variant ids are <source id>~aug<k>
+CHUNK_SIZE = 256  # training images per worker task: tens of milliseconds of work against about one to send it
 
 
-def build_pipeline(config: AugmentOfflineConfig, seed: int) -> A.Compose:
-    """Rotation + zoom, horizontal/vertical stretch, flip, brightness/contrast; seeded for reproducibility.
+def build_pipeline(config: AugmentOfflineConfig) -> A.Compose:
+    """Rotation + zoom, horizontal/vertical stretch, flip, brightness/contrast; unseeded (see `_seed_for_image`).
 
     Zoom and stretch are two Affine steps because one Affine draws its x and y scales either
     tied (keep_ratio) or independent, not a shared zoom times a small independent stretch.
@@ -57,33 +60,29 @@ def build_pipeline(config: AugmentOfflineConfig, seed: int) -> A.Compose:
             A.RandomBrightnessContrast(
                 brightness_limit=config.brightness_limit, contrast_limit=config.contrast_limit, p=1.0
             ),
-        ],
-        seed=seed,
+        ]
     )
 
 
-def augment_offline(dataset: Dataset, config: AugmentOfflineConfig, seed: int) -> Dataset:
+def augment_offline(dataset: Dataset, config: AugmentOfflineConfig, seed: int, *, workers: int = 1) -> Dataset:
     """`variants_per_image` variants of every training image (source 'offline', split 'train', same label).
 
-    Variants of one image are consecutive; the same dataset, config and seed give identical bytes.
-    With 0 variants (or no training images) the result is empty but keeps the classes and image shape.
+    Variants of one image are consecutive. Each image's variants depend only on the seed and the image's
+    place among the training images, so the same dataset, config and seed give identical bytes for any
+    number of `workers` processes. With 0 variants (or no training images) the result is empty but keeps
+    the classes and image shape.
     """
     train = dataset.split("train")
     variants = config.variants_per_image
     count = len(train) * variants
-    images = np.empty((count, *dataset.images.shape[1:]), dtype=np.uint8)
-    pipeline = build_pipeline(config, seed)
     started = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task("augment-offline", total=count, status="")
-        for index, image in enumerate(train.images):
-            for k in range(variants):
-                images[index * variants + k] = _as_hwc(pipeline(image=image)["image"], image.shape)
-            bar.advance(task, variants)
+    augment = functools.partial(_augment_chunk, config=config, seed=seed)
+    chunks = map_chunks(augment, train.images, CHUNK_SIZE, workers, "augment-offline")
     elapsed = time.perf_counter() - started
     log.info("augment-offline: %d variants in %.1f s (%.0f images/s)", count, elapsed, count / max(elapsed, 1e-9))
+    no_images = np.empty((0, *dataset.images.shape[1:]), dtype=np.uint8)  # the shape, for no chunks
     return Dataset(
-        images=images,
+        images=np.concatenate([no_images, *chunks]),
         labels=np.repeat(train.labels, variants),
         splits=np.full(count, "train", dtype=object),
         classes=dataset.classes,
@@ -91,6 +90,27 @@ def augment_offline(dataset: Dataset, config: AugmentOfflineConfig, seed: int) -
         sources=np.full(count, "offline", dtype=object),
         origins=np.repeat(train.origins, variants),
     )
+
+
+def _augment_chunk(chunk: Chunk[np.ndarray], config: AugmentOfflineConfig, seed: int) -> np.ndarray:
+    """The variants of a run of training images, in order: a worker's task."""
+    pipeline = build_pipeline(config)
+    variants = np.empty((len(chunk.items) * config.variants_per_image, *chunk.items.shape[1:]), dtype=np.uint8)
+    for offset, image in enumerate(chunk.items):
+        _seed_for_image(pipeline, seed, chunk.start + offset)
+        for k in range(config.variants_per_image):
+            variants[offset * config.variants_per_image + k] = _as_hwc(pipeline(image=image)["image"], image.shape)
+    return variants
+
+
+def _seed_for_image(pipeline: A.Compose, seed: int, index: int) -> None:
+    """Draw the image's variants from generators of (seed, index) alone, whichever worker runs it.
+
+    One numpy and one Python generator shared by every step: `A.Compose(seed=...)` would instead give each
+    step its own generator with the same seed, so that, e.g., the stretch repeated the zoom's draws.
+    """
+    numpy_seed, python_seed = np.random.SeedSequence((seed, index)).generate_state(2, dtype=np.uint64)
+    pipeline.set_random_state(np.random.default_rng(int(numpy_seed)), random.Random(int(python_seed)))
 
 
 def augment_metrics(dataset: Dataset, augmented: Dataset, config: AugmentOfflineConfig) -> dict[str, int]:

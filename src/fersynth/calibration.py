@@ -48,7 +48,7 @@ from torch import nn
 from fersynth.config import CalibrateConfig, ClassifierConfig
 from fersynth.datasets.format import NO_LABEL, Dataset, read_dataset
 from fersynth.errors import DataError
-from fersynth.io import atomic_directory, write_json
+from fersynth.io import atomic_directory, remove_staging_of, write_json
 from fersynth.metrics import frechet_distance, macro_f1
 from fersynth.quality import synthetic_quality
 from fersynth.training import extract_features, fit_classifier, load_classifier, predict_proba, save_classifier
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 TEACHER_FILE = "teacher.pt"
 TEACHER_INFO_FILE = "teacher.json"
+CACHE_ENTRY = "{role}-{key}"  # one folder per cached classifier
+CACHE_ENTRY_PATTERN = CACHE_ENTRY.format(role="[a-z]+", key="[0-9a-f]{16}")  # any role; teacher_key's 16 hex digits
 
 
 @dataclass(frozen=True)
@@ -382,10 +384,11 @@ def load_or_train_classifier(
 
     `fingerprint` is `data_fingerprint(train, val)`, hashed once by the caller for all its classifiers.
     """
-    entry = Path(cache_dir) / f"{role}-{teacher_key(config, seed, train.classes, fingerprint)}"
-    if (entry / TEACHER_FILE).is_file():
-        log.info("%s (seed %d): cache hit, loading %s", role, seed, entry)
-        return load_classifier(entry / TEACHER_FILE).model
+    entry = Path(cache_dir) / CACHE_ENTRY.format(role=role, key=teacher_key(config, seed, train.classes, fingerprint))
+    cached = cached_classifier(entry / TEACHER_FILE, train)
+    if cached is not None:
+        log.info("%s (seed %d): cache hit, loaded %s", role, seed, entry)
+        return cached
     log.info("%s (seed %d): not cached, training -> %s", role, seed, entry)
     model = fit_classifier(train, val, config, seed=seed, description=role).model
     with atomic_directory(entry) as staging:
@@ -395,11 +398,31 @@ def load_or_train_classifier(
     return model
 
 
+def cached_classifier(file: Path, train: Dataset) -> nn.Module | None:
+    """The classifier cached in `file`, or None when there is none or it is unusable (damaged, or for other data).
+
+    A cache entry is only a saving: an unusable one is reported and trained again, which replaces it.
+    """
+    if not file.is_file():
+        return None
+    try:
+        loaded = load_classifier(file)
+    except DataError as error:
+        log.warning("%s; training it again", error)
+        return None
+    if loaded.classes != train.classes or loaded.image_shape != tuple(train.images.shape[1:]):
+        log.warning("%s: cached for other classes or image shape; training it again", file)
+        return None
+    return loaded.model
+
+
 def load_or_train_teachers(
     train: Dataset, val: Dataset, config: CalibrateConfig, seed: int, cache_dir: Path
 ) -> TeacherEnsemble:
     """Teachers seed, seed+1, ... (seed from calibrate.teacher.seed or common.seed) for each class weighting of
     `config.teacher_configs()`, each cached on its own."""
+    # A calibrate run killed while caching a classifier left its staging folder; a changed key would never clear it.
+    remove_staging_of(Path(cache_dir), CACHE_ENTRY_PATTERN)
     first_seed = config.teacher.seed_or(seed)
     fingerprint = data_fingerprint(train, val)
     models = [

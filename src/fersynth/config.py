@@ -8,6 +8,7 @@ and a typo in any section fails the first stage that runs.
 from __future__ import annotations
 
 import difflib
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,15 @@ from fersynth.errors import ParamsError
 
 CANONICAL_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
+# numpy refuses negative seeds and torch seeds past 64 bits; a 31-bit seed also leaves room for the offsets
+# added to it (teacher ensembles use seed, seed + 1, ...) and fits every API that takes a signed 32-bit seed.
+MAX_SEED = 2**31 - 1
+
+# An extra test set's name becomes a file name (confusion/<name>.json) and a metrics key: no separators,
+# whitespace or leading dot, and not the name of the held-out split itself.
+TEST_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # fullmatch: `$` would let a trailing newline through
+HELD_OUT_SET = "test"
+
 
 class Section(BaseModel):
     """Base of every section: unknown keys and silent type coercion are errors."""
@@ -29,7 +39,7 @@ class Section(BaseModel):
 
 
 class CommonConfig(Section):
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     image_size: int = Field(48, ge=16, le=512)
     channels: Literal[1, 3] = 1
     classes: list[str] = Field(default_factory=lambda: list(CANONICAL_CLASSES))
@@ -60,7 +70,32 @@ class PaperSourceOptions(Section):
     ckplus_neutral_first_frame: bool = True
 
 
-class FetchConfig(PaperSourceOptions):
+class ReadRules(Section):
+    """How dataset files are read: bounds on what an input may cost, and how odd images are made uniform.
+
+    Fetch reads within these (evaluate's extra test sets, within their defaults); every bound names its key
+    when it refuses a file.
+    """
+
+    # A zip member or file is read whole (images, label lists) or streamed (CSV tables): either stops past this.
+    # 512 MiB: FER2013's CSV is 287 MiB; a face photo is a few MiB at most.
+    max_file_bytes: int = Field(512 * 2**20, ge=1)
+    # A zip member above 1 MiB may inflate to at most this many times its compressed size (zip bombs inflate
+    # by 1000x and more). Smaller members are exempt: a flat 48×48 PNG or a CSV of zeros can legitimately
+    # compress 500:1, and below 1 MiB no ratio can cost memory.
+    max_compression_ratio: float = Field(200.0, ge=1.0)
+    # Decoded pixels of a whole source (images × side²), checked before the array is allocated (1 byte a pixel
+    # and channel). 2e9 holds FER2013 (35,887 × 48²) and tens of thousands of 256×256 photos.
+    max_total_pixels: int = Field(2_000_000_000, ge=1)
+    # Images with a side below this are dropped and counted (dropped_too_small): letterboxed, a 1×1 or 2×2
+    # file would become a flat face. 4 drops only such degenerate files; raise it for a source of photos.
+    min_side: int = Field(4, ge=1)
+    # Grey level (0 = black, as the letterbox padding) transparent pixels are composited onto: alpha never
+    # decides the number of channels, a grey face with an alpha channel stays grey.
+    alpha_background: int = Field(0, ge=0, le=255)
+
+
+class FetchConfig(PaperSourceOptions, ReadRules):
     source: FetchSource = "demo"
     path: str = ""  # folder or zip; unused by the demo source
     demo_train: int = Field(2800, ge=7)
@@ -79,11 +114,24 @@ class FetchConfig(PaperSourceOptions):
     # Remove train images that nearly duplicate a val/test image, so no evaluation face is also trained on.
     # Off by default: the audit then only reports and the fetched data stay as the source has them.
     drop_train_near_duplicates: bool = False
+    # k-fold cross-validation for small datasets: with folds >= 2 the source's splits are dropped, fold `fold`
+    # (stratified by class, or whole people where the source names them) is the test split and val is carved
+    # from the rest by val_fraction. `fersynth compare --folds K` runs every fold. 0: the source's own splits.
+    folds: int = Field(0, ge=0, le=50)
+    fold: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _path_given_for_files(self) -> FetchConfig:
         if self.source != "demo" and not self.path:
             raise ValueError(f"fetch.path is required when fetch.source is {self.source!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> FetchConfig:
+        if self.folds == 1:
+            raise ValueError("fetch.folds must be 0 (off) or at least 2")
+        if self.folds and self.fold >= self.folds:
+            raise ValueError(f"fetch.fold must be below fetch.folds ({self.folds}); folds count from 0")
         return self
 
 
@@ -254,7 +302,7 @@ class ClassifierConfig(Section):
     backbone_lr_scale: float = Field(0.1, gt=0.0, le=1.0)  # resnet18 with weights: lr factor of the backbone
     # Seeds this classifier's initialisation and batch order instead of common.seed, so a comparison
     # over seeds reruns only this classifier, not the data and GAN stages that common.seed feeds.
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
     def seed_or(self, common_seed: int) -> int:
         return common_seed if self.seed is None else self.seed
@@ -318,12 +366,24 @@ class ExtraTestSet(PaperSourceOptions):
     path: str = ""
     split: Literal["all", "test"] = "all"  # which images of the source are scored
     detector: Literal["none", "mtcnn"] = "none"
-    seed: int = 1  # demo source only: a seed other than common.seed draws new identities
+    seed: int = Field(1, ge=0, le=MAX_SEED)  # demo source only: a seed other than common.seed draws new identities
 
 
 class EvaluateConfig(Section):
     batch_size: int = Field(256, ge=1)
     extra_test_sets: dict[str, ExtraTestSet] = Field(default_factory=dict)
+
+    @field_validator("extra_test_sets")
+    @classmethod
+    def _names_fit_file_names(cls, extra_sets: dict[str, ExtraTestSet]) -> dict[str, ExtraTestSet]:
+        for name in extra_sets:
+            if name == HELD_OUT_SET or not TEST_SET_NAME.fullmatch(name):
+                key = f"evaluate.extra_test_sets.{name}"  # repr: a newline in the name shows as \n
+                raise ValueError(
+                    f"{key!r}: a test set name must be letters, digits, '_' or '-' (a letter or digit first) "
+                    f"and not {HELD_OUT_SET!r}"
+                )
+        return extra_sets
 
 
 class Params(Section):
@@ -366,13 +426,22 @@ class ExternalInput:
 
 
 def read_yaml_file(path: Path, what: str) -> Any:
-    """A YAML file's content; a missing or malformed file is a ParamsError naming it."""
+    """A YAML file's content; a missing, unreadable or malformed file is a ParamsError naming it (and its line)."""
     if not path.is_file():
         raise ParamsError(f"{path}: {what} not found")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ParamsError(f"{path}: {what} unreadable ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise ParamsError(f"{path}:{line}: {what} is not UTF-8 text") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({error})") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ParamsError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
 
 
 def load_params(raw: Mapping[str, Any], source: str = "params.yaml") -> Params:

@@ -7,13 +7,12 @@ name) and per-image confusion rows for DVC's `confusion` plot template.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fersynth.config import EvaluateConfig, ExtraTestSet, FaceAlignConfig
+from fersynth.config import HELD_OUT_SET, EvaluateConfig, ExtraTestSet, FaceAlignConfig, ReadRules
 from fersynth.datasets.format import Dataset, read_dataset
 from fersynth.datasets.papers import PaperOptions
 from fersynth.datasets.sources import load_source
@@ -25,9 +24,8 @@ from fersynth.training import LoadedClassifier, load_classifier, predict_proba
 
 logger = logging.getLogger(__name__)
 
-TEST_SET = "test"
+TEST_SET = HELD_OUT_SET  # an extra set may not take its name (config checks the names)
 EXTRA_SOURCE_MAX_SIDE = 256  # photos are letterboxed to at most this side before alignment
-_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # used as a file name and a metrics key
 
 
 @dataclass(frozen=True)
@@ -44,13 +42,13 @@ def evaluate_classifier(
     channels: int,
     config: EvaluateConfig,
     face_align: FaceAlignConfig,
+    rules: ReadRules,
 ) -> Evaluation:
     """Score the test split of `aligned_dir` and every `config.extra_test_sets` entry.
 
-    Extra sets are loaded from their source and aligned like the training data (`face_align`,
+    Extra sets are read within fetch's `rules` and aligned like the training data (`face_align`,
     `image_size`, `channels`), except that each names its own detector.
     """
-    _check_set_names(config.extra_test_sets)
     classifier = load_classifier(model_path)
     _check_compatible(classifier, model_path, classes, image_size, channels)
     test = read_dataset(aligned_dir, classes).split(TEST_SET)
@@ -64,7 +62,7 @@ def evaluate_classifier(
     confusion = {TEST_SET: rows}
     for name, spec in config.extra_test_sets.items():
         alignment = face_align.model_copy(update={"detector": spec.detector})
-        extra = load_extra_test_set(name, spec, classes, alignment, image_size, channels)
+        extra = load_extra_test_set(name, spec, classes, alignment, image_size, channels, rules)
         metrics[name], confusion[name] = score_dataset(classifier, extra, config.batch_size)
     return Evaluation(metrics, confusion)
 
@@ -87,6 +85,7 @@ def load_extra_test_set(
     alignment: FaceAlignConfig,
     image_size: int,
     channels: int,
+    rules: ReadRules,
 ) -> Dataset:
     """Load a cross-dataset test set, keep the requested split and align its faces."""
     logger.info("extra test set %r: %s from %s (%s split)", name, spec.source, spec.path or "-", spec.split)
@@ -98,6 +97,7 @@ def load_extra_test_set(
         max_side=EXTRA_SOURCE_MAX_SIDE,
         seed=spec.seed,
         options=PaperOptions(tuple(spec.kdef_angles), spec.ckplus_neutral_first_frame),
+        rules=rules,
     )
     if spec.split == "test":
         dataset = dataset.split("test")
@@ -114,14 +114,6 @@ def write_confusion(evaluation: Evaluation, confusion_dir: Path) -> None:
     with atomic_directory(Path(confusion_dir)) as staging:
         for name, rows in evaluation.confusion.items():
             write_json(staging / f"{name}.json", rows)
-
-
-def _check_set_names(extra_sets: Mapping[str, ExtraTestSet]) -> None:
-    for name in extra_sets:
-        if name == TEST_SET or not _SET_NAME.match(name):
-            raise DataError(
-                f"evaluate.extra_test_sets.{name}: names must be letters, digits, '_' or '-' and not {TEST_SET!r}"
-            )
 
 
 def _check_compatible(

@@ -15,9 +15,10 @@ import io
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Literal
 
 import cv2
@@ -26,7 +27,7 @@ import numpy as np
 from fersynth.config import FaceAlignConfig
 from fersynth.datasets.format import SPLITS, Dataset
 from fersynth.errors import DataError
-from fersynth.progress import progress_bar
+from fersynth.parallel import Chunk, map_chunks
 
 if TYPE_CHECKING:
     from facenet_pytorch import MTCNN
@@ -102,14 +103,20 @@ class Detection:
     confidence: float
 
 
-def align_dataset(dataset: Dataset, config: FaceAlignConfig, image_size: int, channels: int) -> AlignResult:
-    """Bring every image to `image_size`² × `channels`, aligning faces when a detector is configured."""
+def align_dataset(
+    dataset: Dataset, config: FaceAlignConfig, image_size: int, channels: int, *, workers: int = 1
+) -> AlignResult:
+    """Bring every image to `image_size`² × `channels`, aligning faces when a detector is configured.
+
+    `workers` processes share the detector's work, with identical results for any count. Resizing alone
+    (detector none) stays in this process: it costs less per image than sending the image to a worker.
+    """
     if config.detector == "none":
         images = resize_images(dataset.images, image_size, channels)
         rows = zip(dataset.ids, dataset.splits, strict=True)
         outcomes = [FaceOutcome(str(image_id), str(split), "resized") for image_id, split in rows]
         return AlignResult(replace(dataset, images=images), outcomes)
-    return _align_with_mtcnn(dataset, config, image_size, channels)
+    return _align_with_mtcnn(dataset, config, image_size, channels, workers)
 
 
 def resize_images(images: np.ndarray, size: int, channels: int) -> np.ndarray:
@@ -207,7 +214,9 @@ def detect_faces(images: np.ndarray, min_confidence: float, detection_size: int 
     if shrink > 1:
         small_size = (round(rgb.shape[2] / shrink), round(rgb.shape[1] / shrink))  # cv2 wants (width, height)
         rgb = np.stack([cv2.resize(image, small_size, interpolation=cv2.INTER_AREA) for image in rgb])
-    boxes, probabilities, landmarks = _mtcnn().detect(np.ascontiguousarray(rgb), landmarks=True)
+    detector = _mtcnn()
+    with _one_torch_thread():
+        boxes, probabilities, landmarks = detector.detect(np.ascontiguousarray(rgb), landmarks=True)
     picks = [
         _pick_face(image_boxes, image_probabilities, image_landmarks, min_confidence)
         for image_boxes, image_probabilities, image_landmarks in zip(boxes, probabilities, landmarks, strict=True)
@@ -243,6 +252,20 @@ def _pick_face(
     return Detection(box=boxes[chosen], left_eye=points[0], right_eye=points[1], confidence=float(scores[chosen]))
 
 
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """MTCNN's boxes, and so the aligned pixels, change with torch's thread count (seen on the dev photos):
+    one thread gives the same faces under any `threads` setting, in this process or a worker."""
+    import torch  # loaded already: MTCNN runs on it
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @lru_cache(maxsize=1)
 def _mtcnn() -> MTCNN:
     """MTCNN on the CPU, loaded once per process (the evaluate stage aligns several test sets)."""
@@ -253,32 +276,61 @@ def _mtcnn() -> MTCNN:
     return MTCNN(keep_all=False, select_largest=True, min_face_size=MIN_FACE_SIZE, device="cpu").eval()
 
 
-def _align_with_mtcnn(dataset: Dataset, config: FaceAlignConfig, image_size: int, channels: int) -> AlignResult:
-    count = len(dataset)
-    images = np.zeros((count, image_size, image_size, channels), dtype=np.uint8)
-    outcomes: list[FaceOutcome] = []
-    aligned_so_far = 0
+def _align_with_mtcnn(
+    dataset: Dataset, config: FaceAlignConfig, image_size: int, channels: int, workers: int
+) -> AlignResult:
     started = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task("face-align (mtcnn)", total=count, status="")
-        for start in range(0, count, config.batch_size):
-            batch = np.asarray(dataset.images[start : start + config.batch_size])
-            for offset, detection in enumerate(detect_faces(batch, config.min_confidence, config.detection_size)):
-                index = start + offset
-                face, outcome, angle = _align_or_fall_back(batch[offset], detection, config, image_size)
-                if face is not None:
-                    images[index] = convert_channels(face, channels)
-                confidence = math.nan if detection is None else detection.confidence
-                outcomes.append(
-                    FaceOutcome(str(dataset.ids[index]), str(dataset.splits[index]), outcome, confidence, angle)
-                )
-                aligned_so_far += outcome == "aligned"
-            bar.update(task, advance=len(batch), status=f"{aligned_so_far} aligned")
+    align = partial(_align_batch, config=config, image_size=image_size, channels=channels)
+    # One chunk per detector batch: each batch holds the same images whatever the worker count, and batch
+    # composition nudges MTCNN's boxes (float32 batched NMS), so any other cut would change the output.
+    batches = map_chunks(
+        align,
+        dataset.images,
+        config.batch_size,
+        workers,
+        "face-align (mtcnn)",
+        status=_aligned_so_far,
+        preload=["facenet_pytorch"],  # 1.5 s to import, once in the fork server instead of in every worker
+    )
     elapsed = time.perf_counter() - started
+    count = len(dataset)
     log.info("face-align: %d images in %.1f s (%.1f images/s)", count, elapsed, count / max(elapsed, 1e-9))
+    found = [item for batch in batches for item in batch.found]
+    outcomes = [
+        FaceOutcome(str(image_id), str(split), *image_found)
+        for image_id, split, image_found in zip(dataset.ids, dataset.splits, found, strict=True)
+    ]
+    no_images = np.zeros((0, image_size, image_size, channels), dtype=np.uint8)  # the shape, for no batches
+    images = np.concatenate([no_images, *(batch.images for batch in batches)])
     kept = np.array([item.outcome != "dropped" for item in outcomes], dtype=bool)
     aligned = replace(dataset, images=images)
     return AlignResult(aligned if kept.all() else aligned.subset(kept), outcomes)
+
+
+@dataclass(frozen=True)
+class _AlignedBatch:
+    """One detector batch at the output size (black where dropped) and (outcome, confidence, angle) per image."""
+
+    images: np.ndarray
+    found: list[tuple[Outcome, float, float]]
+    aligned: int  # images aligned on a face, for the progress bar
+
+
+def _align_batch(chunk: Chunk[np.ndarray], config: FaceAlignConfig, image_size: int, channels: int) -> _AlignedBatch:
+    """Detect and align one batch: a worker's task, the detector loaded once per process."""
+    batch = np.asarray(chunk.items)
+    images = np.zeros((len(batch), image_size, image_size, channels), dtype=np.uint8)
+    found: list[tuple[Outcome, float, float]] = []
+    for offset, detection in enumerate(detect_faces(batch, config.min_confidence, config.detection_size)):
+        face, outcome, angle = _align_or_fall_back(batch[offset], detection, config, image_size)
+        if face is not None:
+            images[offset] = convert_channels(face, channels)
+        found.append((outcome, math.nan if detection is None else detection.confidence, angle))
+    return _AlignedBatch(images, found, aligned=sum(outcome == "aligned" for outcome, _, _ in found))
+
+
+def _aligned_so_far(batches: Sequence[_AlignedBatch]) -> str:
+    return f"{sum(batch.aligned for batch in batches)} aligned"
 
 
 def _align_or_fall_back(

@@ -6,11 +6,11 @@ possibly memory-mapped: they are read batch by batch, never converted whole.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,26 @@ from dvclive import Live
 
 from fersynth.config import ClassifierConfig
 from fersynth.datasets.format import Dataset, read_dataset
-from fersynth.device import default_device
+from fersynth.device import Precision, default_device, step_optimizer, training_precision
+from fersynth.distributed import (
+    check_shards,
+    computed_on_main_process,
+    data_parallel,
+    log_weights_digest,
+    on_main_process,
+    seed_torch_per_rank,
+    shard,
+    shard_weight,
+    sum_over_processes,
+    world_size,
+)
 from fersynth.errors import DataError
-from fersynth.io import atomic_write_bytes
+from fersynth.live import open_live
 from fersynth.metrics import macro_f1
 from fersynth.models import Classifier, build_classifier, count_parameters, parameter_groups
 from fersynth.progress import progress_bar
 from fersynth.seeding import seed_everything
+from fersynth.torch_files import MISFIT, describe, load_torch_file, save_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +65,9 @@ class FitResult:
     best_val_macro_f1: float
     best_val_accuracy: float
     history: list[EpochRecord]
+    device: str  # where it trained, e.g. "cpu" or "cuda:0" (rank 0's)
+    precision: str  # "fp32", "bf16-amp" or "fp16-amp" (fersynth.device.Precision)
+    processes: int  # DistributedDataParallel ranks that trained it together
 
 
 @dataclass(frozen=True)
@@ -81,16 +97,25 @@ class TrainingRun:
             "train_images": self.train_images,
             "val_images": self.val_images,
             "parameters": count_parameters(self.fit.model),
+            "device": self.fit.device,
+            "precision": self.fit.precision,
+            "processes": self.fit.processes,
         }
 
 
 def train_from_directories(
-    train_dir: Path, val_dir: Path, classes: Sequence[str], config: ClassifierConfig, seed: int, live_dir: Path
+    train_dir: Path,
+    val_dir: Path,
+    classes: Sequence[str],
+    config: ClassifierConfig,
+    seed: int,
+    live_dir: Path,
+    device: torch.device | None = None,
 ) -> TrainingRun:
     """Train on every row of `train_dir` and select the checkpoint on the val split of `val_dir`.
 
-    Curves go to a dvclive directory; dvclive is told not to touch dvc.yaml or save experiments,
-    since DVC itself runs this stage.
+    Curves go to the dvclive directory `live_dir`, emptied first: this run's epochs only. In a process
+    group only rank 0 opens it.
     """
     train = read_dataset(train_dir, classes)
     val = read_dataset(val_dir, classes).split("val")
@@ -103,8 +128,8 @@ def train_from_directories(
             f"{train_dir} holds {_shape_text(train)} images but {val_dir} holds {_shape_text(val)}; "
             "were they aligned with the same common.image_size and common.channels?"
         )
-    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-        fit = fit_classifier(train, val, config, seed, live=live)
+    with on_main_process(lambda: open_live(live_dir)) as live:
+        fit = fit_classifier(train, val, config, seed, live=live, device=device)
     return TrainingRun(
         fit=fit,
         classes=tuple(classes),
@@ -121,18 +146,27 @@ def fit_classifier(
     seed: int,
     live: Live | None = None,
     description: str = "train",
+    device: torch.device | None = None,
 ) -> FitResult:
     """Train from scratch (or from resnet18 weights) and keep the epoch with the best val macro-F1.
 
     Targets are `train.soft_labels` when present (soft-target cross-entropy), else the hard labels.
-    Same data, config and seed give the same weights on the same CPU.
+    Same data, config and seed give the same weights on the same CPU. `device` defaults to a GPU when
+    there is one; there, training runs in mixed precision.
+
+    In a process group (fersynth.distributed) every rank draws the same batches and trains on its shard
+    of each; rank 0 alone evaluates, so pass `live` on rank 0 only.
     """
     _check_compatible(train, val)
+    batches = _batches(np.arange(len(train)), config.batch_size)
+    check_shards(min(len(batch) for batch in batches), f"train.batch_size {config.batch_size}")
     rng = seed_everything(seed)
-    device = default_device()
+    device = device or default_device()
     height, _, channels = _image_shape(train)
     model = build_classifier(config, len(train.classes), channels, height).to(device)
     optimizer = _make_optimizer(model, config)
+    training = _Training(data_parallel(model, device), optimizer, training_precision(device))
+    seed_torch_per_rank(seed)
     scheduler = _make_scheduler(optimizer, config)
     targets = _training_targets(train).to(device)
     class_weights = (
@@ -141,31 +175,34 @@ def fit_classifier(
     history: list[EpochRecord] = []
     best: EpochRecord | None = None
     best_state: dict[str, torch.Tensor] = {}
-    batches_per_epoch = len(_batches(np.arange(len(train)), config.batch_size))
     logger.info(
-        "%s: %s, %d parameters, %d train / %d val images on %s",
+        "%s: %s, %d parameters, %d train / %d val images on %s (%s, %d process(es))",
         description,
         config.arch,
         count_parameters(model),
         len(train),
         len(val),
         device,
+        training.precision.name,
+        world_size(),
     )
     with progress_bar() as bar:
         for epoch in range(1, config.epochs + 1):
-            task = bar.add_task(f"{description} {epoch}/{config.epochs}", total=batches_per_epoch, status="")
+            task = bar.add_task(f"{description} {epoch}/{config.epochs}", total=len(batches), status="")
             started = time.perf_counter()
             train_loss = _train_epoch(
-                model,
+                training,
                 train.images,
                 targets,
                 class_weights,
-                optimizer,
                 config,
                 rng,
                 on_batch=lambda loss, task=task: bar.update(task, advance=1, status=f"loss {loss:.3f}"),
             )
-            record = _evaluate_epoch(model, val, epoch, train_loss, optimizer.param_groups[-1]["lr"], config)
+            lr = optimizer.param_groups[-1]["lr"]
+            # Rank 0 alone evaluates, and the others take its record: their batch-norm statistics are not the
+            # ones rank 0 saves, so their own scores could pick another best epoch (and other final weights).
+            record = computed_on_main_process(partial(_evaluate_epoch, model, val, epoch, train_loss, lr, config))
             elapsed = time.perf_counter() - started
             bar.update(task, status=f"loss {train_loss:.3f}  val macro-F1 {record.val_macro_f1:.3f}")
             logger.info("%s epoch %d: %.1f s, %.0f train images/s", description, epoch, elapsed, len(train) / elapsed)
@@ -180,7 +217,17 @@ def fit_classifier(
     model.load_state_dict(best_state)
     model.eval()
     logger.info("%s: best val macro-F1 %.4f at epoch %d", description, best.val_macro_f1, best.epoch)
-    return FitResult(model, best.epoch, best.val_macro_f1, best.val_accuracy, history)
+    log_weights_digest([model])
+    return FitResult(
+        model,
+        best.epoch,
+        best.val_macro_f1,
+        best.val_accuracy,
+        history,
+        device=str(device),
+        precision=training.precision.name,
+        processes=world_size(),
+    )
 
 
 def predict_proba(model: Classifier, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -205,9 +252,7 @@ def save_classifier(
         "classes": list(classes),
         "image_shape": [int(side) for side in image_shape],
     }
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    save_torch_file(path, checkpoint)
 
 
 def load_classifier(path: Path) -> LoadedClassifier:
@@ -216,18 +261,25 @@ def load_classifier(path: Path) -> LoadedClassifier:
     file = path / MODEL_FILE if path.is_dir() else path
     if not file.is_file():
         raise DataError(f"{file}: classifier checkpoint not found; run the train stage first")
+    checkpoint = load_torch_file(file, "classifier checkpoint")
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{file}: not a fersynth classifier checkpoint (expected format {CHECKPOINT_FORMAT})")
     try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-        config = ClassifierConfig.model_validate(checkpoint["config"])
-        classes = tuple(checkpoint["classes"])
-        height, width, channels = (int(side) for side in checkpoint["image_shape"])
-        # The checkpoint holds every weight: do not reload (or require) the transfer-learning file.
-        architecture = config.model_copy(update={"weights_path": "", "freeze_blocks": 0})
-        model = build_classifier(architecture, len(classes), channels, height)
-        model.load_state_dict(checkpoint["state_dict"])
-    except Exception as error:  # corrupt file, foreign checkpoint, or weights of another architecture
-        raise DataError(f"{file}: not a fersynth classifier checkpoint ({error})") from None
-    model.to(default_device()).eval()
+        loaded = _rebuild_classifier(checkpoint)
+    except MISFIT as error:  # a key missing, or weights of another architecture
+        raise DataError(f"{file}: a damaged classifier checkpoint ({describe(error)})") from None
+    loaded.model.to(default_device()).eval()
+    return loaded
+
+
+def _rebuild_classifier(checkpoint: dict[str, Any]) -> LoadedClassifier:
+    config = ClassifierConfig.model_validate(checkpoint["config"])
+    classes = tuple(str(name) for name in checkpoint["classes"])
+    height, width, channels = (int(side) for side in checkpoint["image_shape"])
+    # The checkpoint holds every weight: do not reload (or require) the transfer-learning file.
+    architecture = config.model_copy(update={"weights_path": "", "freeze_blocks": 0})
+    model = build_classifier(architecture, len(classes), channels, height)
+    model.load_state_dict(checkpoint["state_dict"])
     return LoadedClassifier(model, classes, (height, width, channels), config)
 
 
@@ -296,36 +348,52 @@ def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return np.array_split(order, count)
 
 
+@dataclass
+class _Training:
+    """What turns a batch's loss into a weight update."""
+
+    network: torch.nn.Module  # the classifier; under DistributedDataParallel in a process group
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    scaler: torch.amp.GradScaler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scaler = self.precision.grad_scaler()
+
+
 def _train_epoch(
-    model: Classifier,
+    training: _Training,
     images: np.ndarray,
     targets: torch.Tensor,
     class_weights: torch.Tensor | None,
-    optimizer: torch.optim.Optimizer,
     config: ClassifierConfig,
     rng: np.random.Generator,
     on_batch: Callable[[float], None],
 ) -> float:
-    """One pass in a seeded random order; returns the mean training loss."""
-    model.train()
+    """One pass in a seeded random order; returns the mean training loss (over all processes' shards)."""
+    training.network.train()
     device = targets.device
     total_loss, seen = 0.0, 0
-    for indices in _batches(rng.permutation(len(images)), config.batch_size):
-        indices = np.sort(indices)  # sequential reads from a memory-mapped array; order within a batch is moot
-        batch = _augment(images[indices], rng, config.flip_augment, config.shift_augment)
-        logits = model(_to_input(batch, device))
-        loss = F.cross_entropy(
-            logits,
-            targets[torch.from_numpy(indices).to(device)],
-            weight=class_weights,
-            label_smoothing=config.label_smoothing,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    for batch_indices in _batches(rng.permutation(len(images)), config.batch_size):
+        batch_indices = np.sort(batch_indices)  # sequential reads from a memory-mapped array; order is moot
+        # Every process augments the whole batch, so all draw what one process would; each trains on its shard.
+        batch = _augment(images[batch_indices], rng, config.flip_augment, config.shift_augment)
+        part = shard(len(batch_indices))
+        indices = batch_indices[part]
+        with training.precision.autocast():
+            logits = training.network(_to_input(batch[part], device))
+            loss = F.cross_entropy(
+                logits,
+                targets[torch.from_numpy(indices).to(device)],
+                weight=class_weights,
+                label_smoothing=config.label_smoothing,
+            )
+        step_optimizer(loss * shard_weight(len(batch_indices)), training.optimizer, training.scaler)
+        training.scaler.update()
         total_loss += float(loss.item()) * len(indices)
         seen += len(indices)
         on_batch(float(loss.item()))
+    total_loss, seen = sum_over_processes(total_loss, seen)
     return total_loss / seen
 
 
@@ -344,9 +412,13 @@ def _augment(batch: np.ndarray, rng: np.random.Generator, flip: bool, shift: int
 
 
 def _to_input(batch: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float (N, C, H, W) in [0, 1]."""
-    tensor = torch.from_numpy(np.array(batch, dtype=np.uint8, copy=True)).to(device)
-    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+    """uint8 (N, H, W, C) -> float (N, C, H, W) in [0, 1].
+
+    For a GPU the batch is staged in pinned (page-locked) memory, which it copies from asynchronously.
+    """
+    staged = torch.empty(batch.shape, dtype=torch.uint8, pin_memory=device.type == "cuda")
+    staged.numpy()[...] = batch
+    return staged.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def _evaluate_epoch(

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from fersynth.config import FetchConfig
 from fersynth.datasets.demo import DemoSizes
+from fersynth.datasets.folds import KFold
 from fersynth.datasets.format import SPLITS, Dataset
 from fersynth.datasets.near_duplicates import NearDuplicateReport, drop_train_near_duplicates, find_near_duplicates
 from fersynth.datasets.papers import PaperOptions
@@ -43,6 +44,8 @@ def fetch_dataset(config: FetchConfig, classes: Sequence[str], seed: int) -> Fet
         test_fraction=config.test_fraction,
         demo_sizes=DemoSizes(config.demo_train, config.demo_val, config.demo_test),
         options=PaperOptions(tuple(config.kdef_angles), config.ckplus_neutral_first_frame),
+        rules=config,
+        k_fold=KFold(config.folds, config.fold) if config.folds else None,
     )
     _check_splits(dataset, report, config)
     _check_training_classes(dataset, report)
@@ -81,7 +84,8 @@ def _check_training_classes(dataset: Dataset, report: SourceReport, context: str
 
 
 def fetch_metrics(result: FetchResult) -> dict[str, Any]:
-    """Flat, stable metric keys: counts per split and class, drops, duplicates, near-duplicates, image shape.
+    """Flat, stable metric keys: counts per split and class, drops (by label, and too small), duplicates,
+    near-duplicates, image shape.
 
     Duplicate and near-duplicate figures describe the data as loaded, before any drop.
     """
@@ -92,7 +96,8 @@ def fetch_metrics(result: FetchResult) -> dict[str, Any]:
         metrics.update({f"count_{split}_{name}": count for name, count in counts.items()})
     metrics.update({f"total_{split}": sum(counts.values()) for split, counts in per_split.items()})
     metrics.update({f"dropped_{label}": count for label, count in report.dropped.items()})
-    metrics["dropped_total"] = sum(report.dropped.values())
+    metrics["dropped_too_small"] = report.too_small
+    metrics["dropped_total"] = sum(report.dropped.values()) + report.too_small
     metrics["duplicate_ids"] = report.duplicate_ids
     metrics["identical_images"] = report.duplicates.identical_images
     metrics["conflicting_duplicates"] = report.duplicates.conflicting_duplicates

@@ -8,9 +8,12 @@ A directory holds `images.npy` (uint8, N×H×W×C, memory-mappable), `manifest.c
 from __future__ import annotations
 
 import csv
+import io
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +30,7 @@ SPLITS = ("train", "val", "test")
 SYNTHETIC_SOURCES = ("gan", "diffusion", "edit")  # gan: GAN samples; diffusion: text-to-image; edit: edited real faces
 SOURCES = ("real", "offline", *SYNTHETIC_SOURCES)
 NO_LABEL = -1
+NPY_SIGNATURE = b"\x93NUMPY"
 
 
 @dataclass(frozen=True)
@@ -159,43 +163,137 @@ def write_dataset(
 
 
 def read_dataset(directory: Path, classes: Sequence[str], mmap: bool = True) -> Dataset:
-    """Read a dataset directory; labels outside `classes` are an error naming the row."""
+    """Read a dataset directory, checked as a whole.
+
+    Anything `write_dataset` would not have written (images of another dtype or rank, a manifest row
+    with an unknown label, split or source, a bad index or confidence, a repeated id, soft labels of
+    another shape) is a DataError naming the file and, for the manifest, its line: a damaged or
+    hand-edited artefact stops the stage that reads it instead of flowing on as wrong data.
+    """
     directory = Path(directory)
     images_path, manifest_path = directory / IMAGES_FILE, directory / MANIFEST_FILE
     for required in (images_path, manifest_path):
         if not required.is_file():
             raise DataError(f"{required}: missing; is {directory} the output of an image stage?")
-    try:
-        images = np.load(images_path, mmap_mode="r" if mmap else None)
-    except (ValueError, OSError) as error:
-        raise DataError(f"{images_path}: not a readable .npy array ({error})") from None
-    class_index = {name: i for i, name in enumerate(classes)}
-    columns: dict[str, list[str]] = {name: [] for name in MANIFEST_COLUMNS}
-    with open(manifest_path, newline="") as stream:
-        reader = csv.DictReader(stream)
-        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-            raise DataError(f"{manifest_path}: expected columns {','.join(MANIFEST_COLUMNS)}")
-        for line_number, row in enumerate(reader, start=2):
-            for label_column in ("label", "intended_label"):
-                name = row[label_column]
-                if name and name not in class_index:
-                    raise DataError(
-                        f"{manifest_path}:{line_number}: {label_column} {name!r} is not one of {list(classes)}"
-                    )
-            for name in MANIFEST_COLUMNS:
-                columns[name].append(row[name])
-    if len(columns["index"]) != len(images):
-        raise DataError(f"{manifest_path}: {len(columns['index'])} rows but {images_path} holds {len(images)} images")
-    soft_path = directory / SOFT_LABELS_FILE
+    images = _read_images(images_path, mmap)
+    rows = _read_manifest(manifest_path, classes)
+    if len(rows) != len(images):
+        raise DataError(f"{manifest_path}: {len(rows)} rows but {images_path} holds {len(images)} images")
+    column = {name: [row[name] for row in rows] for name in MANIFEST_COLUMNS}
     return Dataset(
         images=images,
-        labels=np.array([class_index[name] for name in columns["label"]], dtype=np.int64),
-        splits=np.array(columns["split"], dtype=object),
+        labels=np.array(column["label"], dtype=np.int64),
+        splits=np.array(column["split"], dtype=object),
         classes=tuple(classes),
-        ids=np.array(columns["id"], dtype=object),
-        sources=np.array(columns["source"], dtype=object),
-        origins=np.array(columns["origin"], dtype=object),
-        intended=np.array([class_index[n] if n else NO_LABEL for n in columns["intended_label"]], dtype=np.int64),
-        confidence=np.array([float(c) if c else np.nan for c in columns["confidence"]], dtype=np.float32),
-        soft_labels=np.load(soft_path) if soft_path.is_file() else None,
+        ids=np.array(column["id"], dtype=object),
+        sources=np.array(column["source"], dtype=object),
+        origins=np.array(column["origin"], dtype=object),
+        intended=np.array(column["intended_label"], dtype=np.int64),
+        confidence=np.array(column["confidence"], dtype=np.float32),
+        soft_labels=_read_soft_labels(directory / SOFT_LABELS_FILE, len(images), len(classes)),
     )
+
+
+def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """A plain .npy array (never a pickle: allow_pickle stays off), or a DataError naming the file."""
+    try:
+        with open(path, "rb") as stream:
+            if stream.read(len(NPY_SIGNATURE)) != NPY_SIGNATURE:  # numpy would guess "pickled data" for any file
+                raise DataError(f"{path}: not a .npy file (no .npy signature at its start)")
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:  # truncated, unreadable, or an array of Python objects
+        raise DataError(f"{path}: not a readable .npy array ({error})") from None
+
+
+def _read_images(path: Path, mmap: bool) -> np.ndarray:
+    images = _load_npy(path, mmap)
+    if images.dtype != np.uint8 or images.ndim != 4 or 0 in images.shape[1:]:
+        raise DataError(f"{path}: expected uint8 images (N, H, W, C), found {images.dtype} {images.shape}")
+    return images
+
+
+def _read_manifest(path: Path, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """The manifest's rows, parsed: label and intended_label as class indexes, confidence as float (nan if empty)."""
+    text = _utf8_text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
+        raise DataError(f"{path}: expected columns {','.join(MANIFEST_COLUMNS)}")
+    class_index = {name: i for i, name in enumerate(classes)}
+    rows: list[dict[str, Any]] = []
+    first_line_of_id: dict[str, int] = {}
+    try:
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            parsed = _parse_row(row, len(rows), class_index, where)
+            if parsed["id"] in first_line_of_id:
+                raise DataError(f"{where}: id {parsed['id']!r} repeats line {first_line_of_id[parsed['id']]}")
+            first_line_of_id[parsed["id"]] = reader.line_num
+            rows.append(parsed)
+    except csv.Error as error:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({error})") from None
+    return rows
+
+
+def _utf8_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: unreadable ({error.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[error.start]:#04x})") from None
+
+
+def _parse_row(row: dict[str | None, Any], position: int, class_index: Mapping[str, int], where: str) -> dict[str, Any]:
+    """One manifest row as `read_dataset` stores it; `position` is its 0-based place, which `index` must state."""
+    if None in row or None in row.values():  # csv.DictReader's marks of surplus and missing fields
+        raise DataError(f"{where}: expected {len(MANIFEST_COLUMNS)} fields ({','.join(MANIFEST_COLUMNS)})")
+    if row["index"] != str(position):
+        raise DataError(f"{where}: index {row['index']!r} should be {position} (rows are numbered 0, 1, ... in order)")
+    if not row["id"]:
+        raise DataError(f"{where}: empty id")
+    for name, allowed in (("split", SPLITS), ("source", SOURCES)):
+        if row[name] not in allowed:
+            raise DataError(f"{where}: {name} {row[name]!r} is not one of {list(allowed)}")
+    return row | {
+        "label": _class_of(row, "label", class_index, where),
+        "intended_label": _class_of(row, "intended_label", class_index, where) if row["intended_label"] else NO_LABEL,
+        "confidence": _confidence(row["confidence"], where),
+    }
+
+
+def _class_of(row: Mapping[str, str], column: str, class_index: Mapping[str, int], where: str) -> int:
+    name = row[column]
+    if name not in class_index:
+        raise DataError(f"{where}: {column} {name!r} is not one of {list(class_index)}")
+    return class_index[name]
+
+
+def _confidence(text: str, where: str) -> float:
+    """A probability in [0, 1], or nan for an empty field (no calibration score)."""
+    if not text:
+        return math.nan
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise DataError(f"{where}: confidence {text!r} is not a number in [0, 1] (or empty)")
+    return value
+
+
+def _read_soft_labels(path: Path, count: int, class_count: int) -> np.ndarray | None:
+    """(N, K) float probability rows when the file exists; each row non-negative with a positive sum."""
+    if not path.is_file():
+        return None
+    soft = _load_npy(path)
+    if soft.dtype.kind != "f" or soft.shape != (count, class_count):
+        raise DataError(
+            f"{path}: expected float ({count}, {class_count}) probabilities, found {soft.dtype} {soft.shape}"
+        )
+    bad = ~np.isfinite(soft).all(axis=1) | (soft < 0).any(axis=1) | ~(soft.sum(axis=1) > 0)
+    if bad.any():
+        raise DataError(f"{path}: row {int(np.flatnonzero(bad)[0])} is no probability vector (negative, nan or all 0)")
+    return soft.astype(np.float32)

@@ -7,51 +7,103 @@ most common longer side in the source, capped at `max_side`, so a uniform source
 (FER2013: all 48×48) passes through untouched. The array has one channel when
 every image is grayscale (an RGB file whose three channels are equal counts as
 grayscale), otherwise three.
+
+Nothing is made uniform silently wrong: 16- and 32-bit and floating-point images are
+scaled to 0..255 by their range (PIL's own conversion clips them), transparency is
+composited onto `ReadRules.alpha_background` (it never adds a channel), and images
+with a side below `ReadRules.min_side` are dropped and counted rather than blown up
+into a flat face. The decoded pixels of a source are bounded by `max_total_pixels`.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from fersynth.config import ReadRules
 from fersynth.datasets.archive import FileTree
 from fersynth.errors import DataError
 from fersynth.progress import track
 
-_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+log = logging.getLogger(__name__)
+
 _UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def decode_image(
-    data: bytes, where: str, max_side: int, box: tuple[int, int, int, int] | None = None
-) -> tuple[Image.Image, int]:
-    """Decode to mode L or RGB, upright, longer side at most `max_side`; also return the file's longer side.
+    data: bytes, where: str, max_side: int, background: int = 0, box: tuple[int, int, int, int] | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode to mode L or RGB, upright, opaque on grey `background`, longer side at most `max_side`; also
+    return the file's (width, height).
 
-    With `box` (left, top, right, bottom in the file's pixels) only that region is kept, and its longer side
-    counts as the file's. A file PIL cannot decode is a DataError naming `where`: a dataset never loses
-    images silently.
+    With `box` (left, top, right, bottom in the file's pixels) only that region is kept, and its size counts
+    as the file's. A file PIL cannot decode is a DataError naming `where`: a dataset never loses images silently.
     """
     try:
         image = Image.open(io.BytesIO(data))
         if box is not None:
             image = _crop(image, box, where)
-        original_side = max(image.size)
-        mode = "L" if image.mode in _GRAY_MODES else "RGB"
-        if original_side > max_side and box is None:
+        size = image.size
+        if max(size) > max_side and box is None:
             # JPEG decodes straight at a reduced scale (still >= max_side): much faster for large photos.
-            image.draft(mode, (max_side, max_side))
+            image.draft("L" if image.mode == "L" else "RGB", (max_side, max_side))
         if "exif" in image.info:  # only photos carry an orientation tag; skip the parse for the rest
             image = ImageOps.exif_transpose(image)
-        image = image.convert(mode)
+        image = _opaque(_eight_bit(image, where), background)
+        image = image.convert("L" if image.mode in ("1", "L") else "RGB")
         if max(image.size) > max_side:
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    except Image.UnidentifiedImageError:  # its message names a BytesIO object, not the file
+        raise DataError(f"{where}: not a readable image (no format PIL knows, or a damaged header)") from None
     except _UNREADABLE as error:
         raise DataError(f"{where}: not a readable image ({error})") from None
-    return image, original_side
+    return image, size
+
+
+def _eight_bit(image: Image.Image, where: str) -> Image.Image:
+    """Grey images deeper than 8 bits as mode L, scaled by their range where PIL's convert would clip.
+
+    16-bit samples (I;16*, and I from a PGM, which PIL scales to 0..65535) are divided by 257, an integer TIFF's
+    by the range of its BitsPerSample; floating point (F) must lie in 0..1, the one scale it has by convention.
+    Values outside the range are an error, not clipped. A 16-bit transparency key becomes an alpha channel,
+    as it would for an 8-bit image.
+    """
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    values = np.asarray(image)
+    top = 1 if image.mode == "F" else 2 ** _integer_bits(image) - 1
+    if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= top):
+        raise DataError(
+            f"{where}: mode {image.mode} pixels span {values.min()}..{values.max()}, outside the 0..{top:,} "
+            "their depth allows; refusing to guess their scale"
+        )
+    gray = Image.fromarray(np.rint(values.astype(np.float32) * (255 / top)).astype(np.uint8), "L")
+    key = image.info.get("transparency")
+    if isinstance(key, int):
+        gray.putalpha(Image.fromarray(np.where(values == key, 0, 255).astype(np.uint8), "L"))
+    return gray
+
+
+def _integer_bits(image: Image.Image) -> int:
+    """Bits a sample of an I;16* or I image may use: a TIFF says (BitsPerSample); PIL reads the rest as 16."""
+    if image.mode == "I" and hasattr(image, "tag_v2"):
+        return int(image.tag_v2.get(258, (32,))[0])
+    return 16
+
+
+def _opaque(image: Image.Image, background: int) -> Image.Image:
+    """Transparent pixels composited onto grey `background`; whether the result is grey is gray_or_rgb's call."""
+    if not image.has_transparency_data:
+        return image
+    flat = Image.new("RGBA", image.size, (background, background, background, 255))
+    flat.alpha_composite(image.convert("RGBA"))
+    return flat.convert("RGB")
 
 
 def _crop(image: Image.Image, box: tuple[int, int, int, int], where: str) -> Image.Image:
@@ -84,25 +136,61 @@ def common_side(sides: Sequence[int], max_side: int) -> int:
     return min(most_common, max_side)
 
 
+@dataclass(frozen=True)
+class LoadedImages:
+    pixels: np.ndarray  # (N, S, S, C) uint8: the kept images only
+    kept: list[bool]  # per requested name: False where the image was smaller than min_side
+
+
 def load_images(
     tree: FileTree,
     names: Sequence[str],
     max_side: int,
+    rules: ReadRules,
     boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
-) -> np.ndarray:
+) -> LoadedImages:
     """Decode the named members (each cropped to its box, if given) into (N, S, S, C) uint8 with the rules above.
 
     One pass over the files; images are kept at most `max_side` big until the common side is known.
     """
-    if not names:
-        return np.zeros((0, 1, 1, 1), dtype=np.uint8)
     crops = boxes if boxes is not None else [None] * len(names)
-    decoded = [
-        decode_image(tree.read(name), tree.where(name), max_side, box)
-        for name, box in track(zip(names, crops, strict=True), f"decoding {tree.path.name}", total=len(names))
-    ]
+    decoded: list[tuple[Image.Image, int]] = []
+    kept: list[bool] = []
+    decoded_pixels = 0
+    for name, box in track(zip(names, crops, strict=True), f"decoding {tree.path.name}", total=len(names)):
+        image, size = decode_image(tree.read(name), tree.where(name), max_side, rules.alpha_background, box)
+        kept.append(min(size) >= rules.min_side)
+        if kept[-1]:
+            decoded_pixels += image.width * image.height
+            check_pixel_budget(decoded_pixels, rules, f"{tree.path}: the first {len(decoded) + 1} images")
+            decoded.append((image, max(size)))
+    warn_too_small([tree.where(name) for name, keep in zip(names, kept, strict=True) if not keep], rules)
+    if not decoded:
+        return LoadedImages(np.zeros((0, 1, 1, 1), dtype=np.uint8), kept)
     side = common_side([original_side for _, original_side in decoded], max_side)
-    return stack_pixels([gray_or_rgb(np.asarray(letterbox(image, side))) for image, _ in decoded])
+    check_pixel_budget(len(decoded) * side * side, rules, f"{tree.path}: {len(decoded)} images of {side}×{side}")
+    pixels = stack_pixels([gray_or_rgb(np.asarray(letterbox(image, side))) for image, _ in decoded])
+    return LoadedImages(pixels, kept)
+
+
+def check_pixel_budget(pixels: int, rules: ReadRules, what: str) -> None:
+    """Refuse a source before its images outgrow memory: `what` (a count of images) holds `pixels` pixels."""
+    if pixels > rules.max_total_pixels:
+        raise DataError(
+            f"{what} are {pixels:,} pixels, above fetch.max_total_pixels={rules.max_total_pixels:,}; "
+            "raise it if this machine has the memory (a byte a pixel and channel)"
+        )
+
+
+def warn_too_small(where: Sequence[str], rules: ReadRules) -> None:
+    """One warning for every image dropped as smaller than min_side, naming the first."""
+    if where:
+        log.warning(
+            "dropped %d images with a side below fetch.min_side=%d pixels (counted in dropped_too_small), e.g. %s",
+            len(where),
+            rules.min_side,
+            where[0],
+        )
 
 
 def gray_or_rgb(pixels: np.ndarray) -> np.ndarray:

@@ -21,8 +21,6 @@ Every parser yields `Member`s; unknown codes and missing images are errors namin
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
 from collections import Counter
@@ -33,6 +31,7 @@ from pathlib import PurePosixPath
 from fersynth.datasets.archive import FileTree
 from fersynth.datasets.labels import LabelMapper, normalize_label
 from fersynth.datasets.members import Box, Member, coded_name, images_by_file_name
+from fersynth.datasets.tables import csv_table, utf8_lines
 from fersynth.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -232,13 +231,13 @@ def affectnet_members(tree: FileTree, mapper: LabelMapper) -> Iterable[Member]:
 
 def _affectnet_rows(tree: FileTree, csv_file: str, root: str, names: set[str], mapper: LabelMapper) -> Iterable[Member]:
     split = AFFECTNET_FILES[PurePosixPath(csv_file).name.lower()]
-    with io.TextIOWrapper(tree.open(csv_file), encoding="utf-8-sig", newline="") as stream:
-        reader = csv.DictReader(stream)
-        header = {normalize_label(column): column for column in reader.fieldnames or ()}
+    with tree.open(csv_file) as stream:
+        columns, rows = csv_table(stream, tree.where(csv_file))
+        header = {normalize_label(column): column for column in columns}
         missing = [column for column in (*AFFECTNET_COLUMNS, "expression") if column not in header]
         if missing:
-            raise DataError(f"{tree.where(csv_file)}: missing column(s) {missing}; the header has {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
+            raise DataError(f"{tree.where(csv_file)}: missing column(s) {missing}; the header has {columns}")
+        for line, row in rows:
             where = f"{tree.where(csv_file)}:{line}"
             label = mapper.index(coded_name(row[header["expression"]] or "", AFFECTNET_CODES, where, "expression"))
             if label is None:
@@ -254,7 +253,7 @@ def _affectnet_rows(tree: FileTree, csv_file: str, root: str, names: set[str], m
 def _affectnet_box(values: Sequence[str], where: str) -> Box:
     try:
         x, y, width, height = (int(float(value)) for value in values)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, NaN, or infinite
         raise DataError(f"{where}: face box {list(values)} is not four numbers") from None
     if x < 0 or y < 0 or width <= 0 or height <= 0:
         raise DataError(f"{where}: face box {list(values)} must have x, y >= 0 and a positive size")
@@ -274,7 +273,7 @@ def _single_file(tree: FileTree, file_name: str, what: str) -> str:
 
 def _text_lines(tree: FileTree, name: str) -> Iterable[tuple[int, list[str]]]:
     """(line number, whitespace-split fields) of each non-blank line."""
-    with io.TextIOWrapper(tree.open(name), encoding="utf-8-sig") as stream:
-        for line, text in enumerate(stream, start=1):
+    with tree.open(name) as stream:
+        for line, text in enumerate(utf8_lines(stream, tree.where(name)), start=1):
             if text.strip():
                 yield line, text.split()

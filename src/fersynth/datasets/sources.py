@@ -15,30 +15,32 @@ Layouts (the dataset root is found inside the folder/zip, e.g. under a single to
   (`fersynth.datasets.papers`); their members name the person shown, so carving moves whole people.
 
 Label names go through `LabelMapper` (unknown names such as `contempt` are dropped and
-counted). A source without a val or test split gets one carved from train when the
-matching fraction is above zero.
+counted), and so are images smaller than `ReadRules.min_side`. A source without a val or
+test split gets one carved from train when the matching fraction is above zero. Every file
+is read within `ReadRules` (see `archive` and `imaging`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 import numpy as np
 from PIL import Image
 
-from fersynth.config import FetchSource
-from fersynth.datasets.archive import FileTree
+from fersynth.config import FetchSource, ReadRules
+from fersynth.datasets.archive import FileTree, open_regular_file
 from fersynth.datasets.demo import DemoSizes, generate_demo
 from fersynth.datasets.duplicates import DuplicateReport, find_identical_images, unique_ids
+from fersynth.datasets.folds import KFold, assign_test_fold
 from fersynth.datasets.format import SPLITS, Dataset
-from fersynth.datasets.imaging import letterbox, load_images
+from fersynth.datasets.imaging import check_pixel_budget, letterbox, load_images, warn_too_small
 from fersynth.datasets.labels import FER2013_CSV_EMOTIONS, LabelMapper, normalize_label
 from fersynth.datasets.members import Member as _Member
 from fersynth.datasets.members import images_by_file_name
@@ -51,6 +53,7 @@ from fersynth.datasets.papers import (
     rafdb_members,
 )
 from fersynth.datasets.splits import carve_splits
+from fersynth.datasets.tables import csv_table
 from fersynth.errors import DataError
 from fersynth.progress import track
 
@@ -68,6 +71,7 @@ SPLIT_FOLDERS: dict[str, str] = {
 }
 FER2013_TEST_PREFIXES: dict[str, str] = {"publictest": "val", "privatetest": "test"}
 CSV_USAGE_SPLITS: dict[str, str] = {"training": "train", "publictest": "val", "privatetest": "test"}
+_PIXEL_TEXT = re.compile(r"[0-9\s]*", re.ASCII)  # digits and spaces only: int() would take '٣', '+3' or '1_0'
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class SourceReport:
     path: str
     source_splits: tuple[str, ...]  # splits the source itself defines (others were carved or are absent)
     dropped: dict[str, int]  # normalized raw label -> images dropped
+    too_small: int  # images dropped as smaller than ReadRules.min_side
     duplicate_ids: int
     duplicates: DuplicateReport
 
@@ -89,6 +94,7 @@ class _Loaded:
     labels: list[int]
     splits: list[str | None]
     groups: list[str | None]
+    too_small: int
 
 
 def load_source(
@@ -103,22 +109,30 @@ def load_source(
     test_fraction: float = 0.0,
     demo_sizes: DemoSizes | None = None,
     options: PaperOptions | None = None,
+    rules: ReadRules | None = None,
+    k_fold: KFold | None = None,
 ) -> tuple[Dataset, SourceReport]:
     """Load one dataset; images without a split are `train`, and missing val/test are carved if fractions > 0.
 
     Every image is `source` "real"; labels index `classes`. The evaluate stage calls this for
     cross-dataset test sets (fractions 0: a source without splits is all `train`, i.e. "all").
+    Files are read within `rules` (default: the params' defaults). With `k_fold` the source's own
+    splits are dropped: its test fold is the test split, and val is carved from the rest.
     """
     mapper = LabelMapper(classes, aliases)
     if source == "demo":
         dataset = generate_demo(classes, seed, demo_sizes or DemoSizes())
-        report = SourceReport(source, "", SPLITS, {}, 0, find_identical_images(dataset))
+        if k_fold is not None:
+            dataset = _k_fold_splits(dataset, k_fold, seed, val_fraction, groups=None)
+        report = SourceReport(source, "", SPLITS, {}, 0, 0, find_identical_images(dataset))
         return dataset, report
     started = time.perf_counter()
-    loaded = _read(source, Path(path), mapper, max_side, options or PaperOptions())
+    rules = rules or ReadRules()
+    loaded = _read(source, Path(path), mapper, _Decoding(max_side, rules), options or PaperOptions())
     log.info("read %d images from %s in %.1f s", len(loaded.ids), path, time.perf_counter() - started)
     if not loaded.ids:
-        raise DataError(f"{path}: no images of the classes {list(classes)} found for source {source!r}")
+        too_small = f" ({loaded.too_small} smaller than fetch.min_side={rules.min_side})" if loaded.too_small else ""
+        raise DataError(f"{path}: no images of the classes {list(classes)} found for source {source!r}{too_small}")
     ids, duplicate_ids = unique_ids(loaded.ids)
     source_splits = tuple(split for split in SPLITS if split in loaded.splits)
     dataset = Dataset(
@@ -128,10 +142,12 @@ def load_source(
         classes=tuple(classes),
         ids=np.array(ids, dtype=object),
     )
+    groups = None if None in loaded.groups else np.array(loaded.groups, dtype=object)
     missing = {"val": val_fraction, "test": test_fraction}
     to_carve = {split: fraction for split, fraction in missing.items() if split not in source_splits and fraction > 0}
-    if to_carve:
-        groups = None if None in loaded.groups else np.array(loaded.groups, dtype=object)
+    if k_fold is not None:
+        dataset, source_splits = _k_fold_splits(dataset, k_fold, seed, val_fraction, groups), ()
+    elif to_carve:
         dataset = carve_splits(dataset, to_carve, seed, groups)
     if mapper.dropped:
         log.warning(
@@ -145,28 +161,45 @@ def load_source(
         path=str(path),
         source_splits=source_splits,
         dropped=dict(sorted(mapper.dropped.items())),
+        too_small=loaded.too_small,
         duplicate_ids=duplicate_ids,
         duplicates=find_identical_images(dataset),
     )
     return dataset, report
 
 
-def _read(source: FetchSource, path: Path, mapper: LabelMapper, max_side: int, options: PaperOptions) -> _Loaded:
-    if source == "fer2013_csv" and path.suffix.lower() == ".csv" and path.is_file():
-        with open(path, newline="") as stream:
-            return _read_fer2013_csv(stream, str(path), mapper, max_side)
-    with FileTree(path) as tree:
+def _k_fold_splits(
+    dataset: Dataset, k_fold: KFold, seed: int, val_fraction: float, groups: np.ndarray | None
+) -> Dataset:
+    """The test fold as test, val carved (by person when known) from the other folds."""
+    dataset = assign_test_fold(dataset, k_fold.folds, k_fold.fold, seed, groups)
+    if val_fraction > 0:
+        dataset = carve_splits(dataset, {"val": val_fraction}, seed, groups)
+    return dataset
+
+
+@dataclass(frozen=True)
+class _Decoding:
+    max_side: int
+    rules: ReadRules
+
+
+def _read(source: FetchSource, path: Path, mapper: LabelMapper, decoding: _Decoding, options: PaperOptions) -> _Loaded:
+    if source == "fer2013_csv" and path.suffix.lower() == ".csv" and not path.is_dir():
+        with open_regular_file(path, decoding.rules) as stream:
+            return _read_fer2013_csv(stream, str(path), mapper, decoding)
+    with FileTree(path, decoding.rules) as tree:
         if source == "fer2013":
-            return _decode(tree, _fer2013_members(tree, mapper), max_side)
+            return _decode(tree, _fer2013_members(tree, mapper), decoding)
         if source == "imagefolder":
-            return _decode(tree, _imagefolder_members(tree, mapper), max_side)
+            return _decode(tree, _imagefolder_members(tree, mapper), decoding)
         if source == "legend":
-            return _decode(tree, _legend_members(tree, mapper), max_side)
+            return _decode(tree, _legend_members(tree, mapper), decoding)
         if source in _PAPER_SOURCES:
-            return _decode(tree, _paper_members(source, tree, mapper, options), max_side)
+            return _decode(tree, _paper_members(source, tree, mapper, options), decoding)
         name = _single_csv(tree)
-        with io.TextIOWrapper(tree.open(name), newline="") as stream:
-            return _read_fer2013_csv(stream, tree.where(name), mapper, max_side)
+        with tree.open(name) as stream:
+            return _read_fer2013_csv(stream, tree.where(name), mapper, decoding)
 
 
 _PAPER_SOURCES = frozenset({"rafdb", "kdef", "jaffe", "ckplus", "affectnet"})
@@ -186,15 +219,19 @@ def _paper_members(
     return affectnet_members(tree, mapper)
 
 
-def _decode(tree: FileTree, members: Iterable[_Member], max_side: int) -> _Loaded:
-    kept = list(members)
-    boxes = [member.box for member in kept]
+def _decode(tree: FileTree, members: Iterable[_Member], decoding: _Decoding) -> _Loaded:
+    listed = list(members)
+    boxes = [member.box for member in listed]
+    names = [member.name for member in listed]
+    images = load_images(tree, names, decoding.max_side, decoding.rules, boxes if any(boxes) else None)
+    kept = [member for member, keep in zip(listed, images.kept, strict=True) if keep]
     return _Loaded(
-        images=load_images(tree, [member.name for member in kept], max_side, boxes if any(boxes) else None),
+        images=images.pixels,
         ids=[member.id for member in kept],
         labels=[member.label for member in kept],
         splits=[member.split for member in kept],
         groups=[member.group for member in kept],
+        too_small=len(listed) - len(kept),
     )
 
 
@@ -273,10 +310,10 @@ def _single_top_folder(tree: FileTree, mapper: LabelMapper) -> str:
 def _legend_members(tree: FileTree, mapper: LabelMapper) -> Iterable[_Member]:
     legend = _shallowest_file(tree, "legend.csv")
     by_file_name = images_by_file_name(tree)
-    with io.TextIOWrapper(tree.open(legend), encoding="utf-8-sig", newline="") as stream:
-        reader = csv.DictReader(stream)
-        columns = _find_columns(reader.fieldnames, ("image", "emotion"), tree.where(legend))
-        for line, row in enumerate(reader, start=2):
+    with tree.open(legend) as stream:
+        header, rows = csv_table(stream, tree.where(legend))
+        columns = _find_columns(header, ("image", "emotion"), tree.where(legend))
+        for line, row in rows:
             image = (row[columns["image"]] or "").strip()
             member = _legend_image(image, by_file_name, f"{tree.where(legend)}:{line}")
             label = mapper.index(row[columns["emotion"]] or "")
@@ -310,45 +347,64 @@ def _single_csv(tree: FileTree) -> str:
     return candidates[0]
 
 
-def _read_fer2013_csv(stream: Iterable[str], where: str, mapper: LabelMapper, max_side: int) -> _Loaded:
-    reader = csv.DictReader(stream)
-    columns = _find_columns(reader.fieldnames, ("emotion", "pixels"), where)
-    usage_column = _find_columns(reader.fieldnames, ("usage",), where, required=False).get("usage")
+def _read_fer2013_csv(stream: IO[bytes], where: str, mapper: LabelMapper, decoding: _Decoding) -> _Loaded:
+    header, rows = csv_table(stream, where)
+    columns = _find_columns(header, ("emotion", "pixels"), where)
+    usage_column = _find_columns(header, ("usage",), where, required=False).get("usage")
     pixels: list[np.ndarray] = []
     ids: list[str] = []
     labels: list[int] = []
     splits: list[str | None] = []
-    for line, row in enumerate(track(reader, f"parsing {Path(where).name}"), start=2):
-        label = mapper.index(_csv_emotion(row[columns["emotion"]] or "", f"{where}:{line}"))
+    too_small: list[str] = []
+    row_size = 0  # pixels of the first kept row, before any downscaling: every row must match it
+    for line, row in track(rows, f"parsing {Path(where).name}"):
+        at = f"{where}:{line}"
+        label = mapper.index(_csv_emotion(row[columns["emotion"]] or "", at))
         if label is None:
             continue
-        pixels.append(_csv_pixels(row[columns["pixels"]] or "", f"{where}:{line}", max_side))
-        if pixels[-1].shape != pixels[0].shape:
-            raise DataError(f"{where}:{line}: {pixels[-1].size} pixels, earlier rows have {pixels[0].size}")
+        square = _csv_pixels(row[columns["pixels"]] or "", at)
+        if len(square) < decoding.rules.min_side:
+            too_small.append(at)
+            continue
+        row_size = row_size or square.size
+        if square.size != row_size:
+            raise DataError(f"{at}: {square.size} pixels, earlier rows have {row_size}")
+        pixels.append(_fit(square, decoding.max_side))
+        check_pixel_budget(len(pixels) * pixels[-1].size, decoding.rules, f"{where}: the first {len(pixels)} rows")
         ids.append(f"row{line - 2:05d}")
         labels.append(label)
-        splits.append(_csv_split(row[usage_column] or "", f"{where}:{line}") if usage_column else None)
+        splits.append(_csv_split(row[usage_column] or "", at) if usage_column else None)
+    warn_too_small(too_small, decoding.rules)
     images = np.stack(pixels)[..., None] if pixels else np.zeros((0, 1, 1, 1), np.uint8)
-    return _Loaded(images=images, ids=ids, labels=labels, splits=splits, groups=[None] * len(ids))
+    return _Loaded(images, ids, labels, splits, groups=[None] * len(ids), too_small=len(too_small))
 
 
 def _csv_emotion(value: str, where: str) -> str:
     code = value.strip()
-    if not (code.isdigit() and int(code) < len(FER2013_CSV_EMOTIONS)):
+    # isdigit alone accepts '٣' or '²': int() reads the first as 3 and fails on the second.
+    if not (code.isascii() and code.isdigit() and int(code) < len(FER2013_CSV_EMOTIONS)):
         raise DataError(f"{where}: emotion {value!r} is not a FER2013 code 0..{len(FER2013_CSV_EMOTIONS) - 1}")
     return FER2013_CSV_EMOTIONS[int(code)]
 
 
-def _csv_pixels(value: str, where: str, max_side: int) -> np.ndarray:
+def _csv_pixels(value: str, where: str) -> np.ndarray:
+    """A row's pixels as a square uint8 image at its own size."""
+    if not _PIXEL_TEXT.fullmatch(value):
+        raise DataError(f"{where}: pixels must be space-separated integers 0..255")
     try:
         flat = np.array(value.split(), dtype=np.int64)
-    except ValueError:
-        raise DataError(f"{where}: pixels must be space-separated integers") from None
+    except OverflowError:  # digits past 2**63
+        raise DataError(f"{where}: pixels must be integers 0..255, one is far larger") from None
     side = math.isqrt(flat.size)
-    if flat.size == 0 or side * side != flat.size or flat.min() < 0 or flat.max() > 255:
+    if flat.size == 0 or side * side != flat.size:
         raise DataError(f"{where}: pixels must be a square image of values 0..255, got {flat.size} values")
-    square = flat.reshape(side, side).astype(np.uint8)
-    return square if side <= max_side else np.asarray(letterbox(Image.fromarray(square), max_side))
+    if flat.max() > 255:
+        raise DataError(f"{where}: pixels must be values 0..255, found {flat.max()}")
+    return flat.reshape(side, side).astype(np.uint8)
+
+
+def _fit(square: np.ndarray, max_side: int) -> np.ndarray:
+    return square if len(square) <= max_side else np.asarray(letterbox(Image.fromarray(square), max_side))
 
 
 def _csv_split(value: str, where: str) -> str:

@@ -7,7 +7,6 @@ changed param or dataset never continues from stale weights.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import random
@@ -19,7 +18,8 @@ import torch
 
 from fersynth.config import TrainGanConfig
 from fersynth.datasets.format import Dataset
-from fersynth.io import atomic_write_bytes
+from fersynth.errors import DataError
+from fersynth.torch_files import load_torch_file, save_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +43,22 @@ def training_fingerprint(train: Dataset, config: TrainGanConfig, seed: int) -> s
 def save_checkpoint(directory: Path, fingerprint: str, state: dict[str, Any]) -> None:
     """Write the state with its fingerprint and RNG snapshot; a crash mid-write keeps the previous file."""
     payload = {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "rng": capture_rng()} | state
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(Path(directory) / CHECKPOINT_FILE, buffer.getvalue())
+    save_torch_file(Path(directory) / CHECKPOINT_FILE, payload)
 
 
 def load_checkpoint(directory: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The saved state if it belongs to this exact run, else None (and a log line saying why)."""
+    """The saved state if it belongs to this exact run, else None (and a log line saying why).
+
+    A damaged or foreign file is only reported: the checkpoint is a cache of progress, and training from
+    scratch gives the same weights (the caller still checks that the state fits its networks).
+    """
     path = Path(directory) / CHECKPOINT_FILE
     if not path.is_file():
         return None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as error:
-        log.warning("%s: unreadable checkpoint (%s); training from scratch", path, error)
+        payload = load_torch_file(path, "checkpoint")
+    except DataError as error:
+        log.warning("%s; training from scratch", error)
         return None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         log.warning("%s: not a fersynth GAN checkpoint; training from scratch", path)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 
 from fersynth.errors import DataError
 from fersynth.gan.models import GanArchitecture, Generator
-from fersynth.io import atomic_write_bytes
 from fersynth.preview import class_grid
+from fersynth.torch_files import MISFIT, describe, load_torch_file, save_torch_file
 
 GENERATOR_FILE = "generator.pt"
 FILE_FORMAT = "fersynth-gan-generator/1"
@@ -86,9 +86,7 @@ class GanGenerator:
             "architecture": self.networks[0].arch.as_dict(),
             "state_dicts": [network.state_dict() for network in self.networks],
         }
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        atomic_write_bytes(Path(path), buffer.getvalue())
+        save_torch_file(path, payload)
 
 
 def truncated_normal(count: int, dim: int, seed: int, truncation: float) -> torch.Tensor:
@@ -108,15 +106,22 @@ def truncated_normal(count: int, dim: int, seed: int, truncation: float) -> torc
 
 
 def load_generator(path: Path) -> GanGenerator:
-    """Rebuild a saved generator; a missing or foreign file is a DataError naming it."""
+    """Rebuild a saved generator; a missing, damaged or foreign file is a DataError naming it."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: generator file not found; run the train-gan stage first")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as error:
-        raise DataError(f"{path}: not a readable generator file ({error})") from None
+    payload = load_torch_file(path, "generator file")
     if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
         raise DataError(f"{path}: not a fersynth GAN generator (expected format {FILE_FORMAT})")
+    try:
+        return _rebuild(payload)
+    except MISFIT as error:
+        raise DataError(f"{path}: a damaged generator file ({describe(error)})") from None
+
+
+def _rebuild(payload: dict[str, Any]) -> GanGenerator:
+    mode = payload["mode"]
+    if mode not in get_args(GanMode):
+        raise ValueError(f"mode {mode!r} is none of {get_args(GanMode)}")
     arch = GanArchitecture(**payload["architecture"])
-    return GanGenerator.from_states(payload["mode"], payload["classes"], arch, payload["state_dicts"])
+    return GanGenerator.from_states(mode, [str(name) for name in payload["classes"]], arch, payload["state_dicts"])

@@ -3,6 +3,10 @@
 Each GAN to train is a `TrainingUnit`. The loop checkpoints every `checkpoint_every` epochs
 (weights, optimisers, EMA, sampler and global RNG states), so an interrupted run resumes where it
 stopped and ends with the same weights as an uninterrupted one.
+
+In a process group (fersynth.distributed) G and D train under DistributedDataParallel: every rank draws
+the same real batches, noise and augmentations as one process would and trains on its shard of each
+batch; rank 0 alone writes checkpoints, which resume in one process or several alike.
 """
 
 from __future__ import annotations
@@ -24,14 +28,31 @@ from torch import nn
 
 from fersynth.config import TrainGanConfig
 from fersynth.datasets.format import Dataset, concatenate
-from fersynth.device import default_device
+from fersynth.device import default_device, step_optimizer, training_precision
+from fersynth.distributed import (
+    check_shards,
+    data_parallel,
+    is_main_process,
+    log_weights_digest,
+    shard,
+    shard_weight,
+    sum_over_processes,
+    world_size,
+)
 from fersynth.errors import DataError
 from fersynth.gan.augment import diff_augment
-from fersynth.gan.checkpoint import load_checkpoint, restore_rng, save_checkpoint, training_fingerprint
+from fersynth.gan.checkpoint import (
+    CHECKPOINT_FILE,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+    training_fingerprint,
+)
 from fersynth.gan.generator import GanGenerator
 from fersynth.gan.models import Discriminator, GanArchitecture, Generator, upsampling_steps
 from fersynth.progress import progress_bar
 from fersynth.seeding import seed_everything
+from fersynth.torch_files import MISFIT, describe
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +87,21 @@ class GanResult:
     images_seen: int
     batch_size: int
     train_images: int
+    device: str  # where it trained, e.g. "cpu" or "cuda:0" (rank 0's)
+    precision: str  # "fp32", "bf16-amp" or "fp16-amp" (fersynth.device.Precision)
+    processes: int  # DistributedDataParallel ranks that trained it together
     resumed_epochs: int = 0  # epochs restored from the checkpoint instead of trained in this run
 
-    def metrics(self) -> dict[str, float | int]:
-        """Flat metrics: run size plus the final epoch's losses (per class in per_class mode)."""
-        values: dict[str, float | int] = {
+    def metrics(self) -> dict[str, float | int | str]:
+        """Flat metrics: run size, where it ran, and the final epoch's losses (per class in per_class mode)."""
+        values: dict[str, float | int | str] = {
             "epochs": self.epochs,
             "steps": self.images_seen // self.batch_size,
             "images_seen": self.images_seen,
             "train_images": self.train_images,
+            "device": self.device,
+            "precision": self.precision,
+            "processes": self.processes,
         }
         last_epoch_of_unit = {entry["unit"]: entry for entry in self.history}
         for unit, entry in last_epoch_of_unit.items():
@@ -108,27 +135,33 @@ def train_gan(
     live: Live | None = None,
     offline: Dataset | None = None,
     on_epoch_end: EpochHook | None = None,
+    device: torch.device | None = None,
 ) -> GanResult:
     """Train on the TRAIN split of `dataset` (plus `offline`'s train rows when `config.use_offline`).
 
     Resumes from `checkpoint_dir` when it holds a checkpoint of this exact config, seed and data.
-    `on_epoch_end` runs after each epoch's checkpoint (tests interrupt a run through it).
+    `on_epoch_end` runs after each epoch's checkpoint (tests interrupt a run through it). `device`
+    defaults to a GPU when there is one; there, training runs in mixed precision. In a process group
+    pass `live` on rank 0 only.
     """
+    check_shards(config.batch_size, f"train_gan.batch_size {config.batch_size}")
     # Training draws from its own seeded generators; seeding the global ones too makes the RNG snapshot
     # inside each checkpoint, and so the checkpoint file DVC hashes, the same on every run.
     seed_everything(seed)
+    device = device or default_device()
     train = training_images(dataset, offline if config.use_offline else None)
     units = training_units(train, config)
     arch = architecture(train, config)
     fingerprint = training_fingerprint(train, config, seed)
     saved = load_checkpoint(checkpoint_dir, fingerprint)
     run = RunState(checkpoint_dir, fingerprint)
-    if saved:
-        run.history, run.finished, run.images_seen = list(saved["history"]), saved["finished"], saved["images_seen"]
-        log.info("resuming GAN training from %s after %d epoch(s)", checkpoint_dir, len(run.history))
+    unit_arch = unit_architecture(arch, config.mode)
+    restored = restore_run(saved, run, units, unit_arch, config, seed, device) if saved else None
     resumed_epochs = len(run.history)
     if live is not None:
-        for entry in run.history:  # DVC clears the live dir before a rerun: replay the restored epochs
+        # `live` starts empty (DVC and fersynth.live clear it): replay the restored epochs, so the curves end at
+        # the checkpoint's epoch whatever a killed run had logged after it.
+        for entry in run.history:
             log_epoch(live, entry, config.mode)
     total_steps = sum(unit.steps_per_epoch(config.batch_size) for unit in units) * config.epochs
     with progress_bar() as bar:
@@ -137,24 +170,74 @@ def train_gan(
         def show(losses: dict[str, float]) -> None:
             bar.update(task, advance=1, status=" ".join(f"{key} {value:.3f}" for key, value in losses.items()))
 
-        for index in range(len(run.finished), len(units)):
-            trainer = UnitTrainer(unit_architecture(arch, config.mode), config, units[index], seed, index)
-            if saved and saved["unit"] == index:
-                trainer.load_state_dict(saved["trainer"])
-                restore_rng(saved["rng"])
+        first = len(run.finished)
+        for index in range(first, len(units)):
+            if index == first and restored is not None:
+                trainer = restored
+            else:
+                trainer = UnitTrainer(unit_arch, config, units[index], seed, index, device)
             train_unit(trainer, index, run, show, live, on_epoch_end)
             run.finished.append(trainer.exported_generator().state_dict())
+    generator = GanGenerator.from_states(config.mode, train.classes, unit_arch, run.finished)
+    log_weights_digest(generator.networks)
     return GanResult(
-        generator=GanGenerator.from_states(
-            config.mode, train.classes, unit_architecture(arch, config.mode), run.finished
-        ),
+        generator=generator,
         history=run.history,
         epochs=config.epochs,
         images_seen=run.images_seen,
         batch_size=config.batch_size,
         train_images=len(train),
+        device=str(device),
+        precision=training_precision(device).name,
+        processes=world_size(),
         resumed_epochs=resumed_epochs,
     )
+
+
+def restore_run(
+    saved: dict[str, Any],
+    run: RunState,
+    units: list[TrainingUnit],
+    arch: GanArchitecture,
+    config: TrainGanConfig,
+    seed: int,
+    device: torch.device,
+) -> UnitTrainer | None:
+    """Fill `run` from a checkpoint of this run and return the trainer of the unit it stopped in, RNGs restored.
+
+    A checkpoint whose content does not fit (a key missing, weights of another shape: a damaged or
+    hand-edited file) is reported and None returned, `run` left empty: training starts from scratch,
+    the global RNGs seeded as if no checkpoint had been there. Nothing between here and the trainer's
+    first epoch draws a random number, so the restored RNG states still hold when it starts.
+    """
+    try:
+        unit, finished = int(saved["unit"]), list(saved["finished"])
+        if unit != len(finished) or unit >= len(units):
+            raise ValueError(f"unit {unit} of {len(units)} after {len(finished)} finished")
+        for state in finished:
+            Generator(arch).load_state_dict(state)
+        history = [history_entry(entry) for entry in saved["history"]]
+        trainer = UnitTrainer(arch, config, units[unit], seed, unit, device)
+        trainer.load_state_dict(saved["trainer"])
+        images_seen = int(saved["images_seen"])
+        restore_rng(saved["rng"])
+    except MISFIT as error:
+        log.warning(
+            "%s: does not fit this run (%s); training from scratch",
+            run.checkpoint_dir / CHECKPOINT_FILE,
+            describe(error),
+        )
+        seed_everything(seed)
+        return None
+    run.history, run.finished, run.images_seen = history, finished, images_seen
+    log.info("resuming GAN training from %s after %d epoch(s)", run.checkpoint_dir, len(history))
+    return trainer
+
+
+def history_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """One epoch's record as the checkpoint holds it, checked: unit, epoch and a float per loss."""
+    losses = {name: float(entry[name]) for name in LOSS_NAMES}
+    return {"unit": str(entry["unit"]), "epoch": int(entry["epoch"])} | losses
 
 
 def train_unit(
@@ -179,7 +262,8 @@ def train_unit(
         )
         if live is not None:
             log_epoch(live, entry, config.mode)
-        if trainer.epoch % config.checkpoint_every == 0 or trainer.epoch == config.epochs:
+        due = trainer.epoch % config.checkpoint_every == 0 or trainer.epoch == config.epochs
+        if due and is_main_process():  # every rank holds the same state; one writes it
             run.save(unit_index, trainer)
         if on_epoch_end is not None:
             on_epoch_end(trainer.unit.name, trainer.epoch)
@@ -189,16 +273,27 @@ class UnitTrainer:
     """Generator, discriminator, EMA copy and optimisers of one GAN, and its training step."""
 
     def __init__(
-        self, arch: GanArchitecture, config: TrainGanConfig, unit: TrainingUnit, seed: int, index: int
+        self,
+        arch: GanArchitecture,
+        config: TrainGanConfig,
+        unit: TrainingUnit,
+        seed: int,
+        index: int,
+        device: torch.device | None = None,
     ) -> None:
         self.config, self.unit = config, unit
         self.unit_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
         torch.manual_seed(self.unit_seed)  # same initial weights whether or not earlier units ran in this process
-        self.device = default_device()
+        self.device = device or default_device()
+        self.precision = training_precision(self.device)
+        self.scaler = self.precision.grad_scaler()  # one for both optimisers: updated once per step
         self.generator, self.discriminator = Generator(arch).to(self.device), Discriminator(arch).to(self.device)
         self.images = unit.images.to(self.device)
         self.labels = unit.labels.to(self.device) if unit.labels is not None else None
         self.ema = copy.deepcopy(self.generator) if config.ema_decay > 0 else None
+        # What trains; the plain networks above stay what is saved, exported and averaged into the EMA.
+        self.parallel_generator = data_parallel(self.generator, self.device)
+        self.parallel_discriminator = data_parallel(self.discriminator, self.device)
         betas = (config.beta1, config.beta2)
         self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_generator, betas=betas)
         self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_discriminator, betas=betas)
@@ -226,7 +321,7 @@ class UnitTrainer:
         self.optimizer_g.load_state_dict(state["optimizer_g"])
         self.optimizer_d.load_state_dict(state["optimizer_d"])
         self.sampler.bit_generator.state = state["sampler"]
-        self.epoch, self.step = state["epoch"], state["step"]
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
 
     def epoch_batches(self) -> np.ndarray:
         """(steps, batch_size) indexes of real images: class-balanced draws or shuffled passes."""
@@ -242,8 +337,8 @@ class UnitTrainer:
         return indexes.reshape(steps, batch_size)
 
     def train_epoch(self, show: StepHook) -> dict[str, float]:
-        self.generator.train()
-        self.discriminator.train()
+        self.parallel_generator.train()
+        self.parallel_discriminator.train()
         totals = dict.fromkeys(LOSS_NAMES, 0.0)
         batches = self.epoch_batches()
         for batch in batches:
@@ -251,31 +346,37 @@ class UnitTrainer:
             totals = {name: totals[name] + losses[name] for name in LOSS_NAMES}
             show(losses)
         self.epoch += 1
-        return {name: total / len(batches) for name, total in totals.items()}
+        # Each process's mean over its shards; their mean is the epoch's (exactly so when the shards are equal).
+        summed = dict(zip(LOSS_NAMES, sum_over_processes(*totals.values()), strict=True))
+        return {name: total / (len(batches) * world_size()) for name, total in summed.items()}
 
     def train_step(self, batch: torch.Tensor) -> dict[str, float]:
-        """One D update then one G update on the same fakes (saves a generator pass per step)."""
-        batch = batch.to(self.device)
+        """One D update then one G update on the same fakes (saves a generator pass per step).
+
+        In a process group this process trains on its shard of `batch`, with its part of the batch's noise.
+        """
+        count, part = len(batch), shard(len(batch))
+        noise = torch.randn(count, self.generator.arch.latent_dim, device=self.device)[part]
+        batch = batch[part].to(self.device)
         real = self.images[batch].float() / 127.5 - 1
         labels = self.labels[batch] if self.labels is not None else None
-        fake = self.generator(torch.randn(len(batch), self.generator.arch.latent_dim, device=self.device), labels)
-        policies = self.config.diffaugment
-        # Real and fake go through D separately: its minibatch-std layer must not mix them.
-        real_scores, real_logits = self.discriminator(diff_augment(real, policies), labels)
-        fake_scores, _ = self.discriminator(diff_augment(fake.detach(), policies), labels)
-        d_loss = discriminator_loss(self.config.loss, real_scores, fake_scores)
-        d_loss = d_loss + self.class_loss(real_logits, labels)
-        self.optimizer_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.optimizer_d.step()
+        with self.precision.autocast():
+            fake = self.parallel_generator(noise, labels)
+            # Real and fake go through D separately: its minibatch-std layer must not mix them.
+            real_scores, real_logits = self.parallel_discriminator(self.augment(real, count), labels)
+            fake_scores, _ = self.parallel_discriminator(self.augment(fake.detach(), count), labels)
+            d_loss = discriminator_loss(self.config.loss, real_scores, fake_scores)
+            d_loss = d_loss + self.class_loss(real_logits, labels)
+        step_optimizer(d_loss * shard_weight(count), self.optimizer_d, self.scaler)
 
-        self.discriminator.requires_grad_(False)  # G's loss needs gradients through D, not for D
-        fake_scores_for_g, fake_logits = self.discriminator(diff_augment(fake, policies), labels)
-        g_loss = generator_loss(self.config.loss, fake_scores_for_g) + self.class_loss(fake_logits, labels)
-        self.optimizer_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optimizer_g.step()
+        # G's loss needs gradients through D, not for D; the plain D, so DDP awaits no gradients for it.
+        self.discriminator.requires_grad_(False)
+        with self.precision.autocast():
+            fake_scores_for_g, fake_logits = self.discriminator(self.augment(fake, count), labels)
+            g_loss = generator_loss(self.config.loss, fake_scores_for_g) + self.class_loss(fake_logits, labels)
+        step_optimizer(g_loss * shard_weight(count), self.optimizer_g, self.scaler)
         self.discriminator.requires_grad_(True)
+        self.scaler.update()
         self.step += 1
         self.update_ema()
         return {
@@ -284,6 +385,16 @@ class UnitTrainer:
             "d_real": real_scores.mean().item(),
             "d_fake": fake_scores.mean().item(),
         }
+
+    def augment(self, images: torch.Tensor, count: int) -> torch.Tensor:
+        """DiffAugment this process's shard as its rows of the whole batch of `count` images.
+
+        The augmentations are per image: padded with zero rows for the other shards, every process draws the
+        random numbers one process would, and each shard gets its own part of them.
+        """
+        part, rest = shard(count), images.shape[1:]
+        before, after = images.new_zeros((part.start, *rest)), images.new_zeros((count - part.stop, *rest))
+        return diff_augment(torch.cat([before, images, after]), self.config.diffaugment)[part]
 
     def class_loss(self, logits: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor | float:
         """Weighted cross-entropy of D's auxiliary classifier (0 for unconditional GANs or weight 0)."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from fersynth.errors import DataError
 from fersynth.models.base import IMAGENET_MEAN, IMAGENET_STD, Classifier, InputAdapter
+from fersynth.torch_files import MISFIT, describe, load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +49,14 @@ def _load_backbone_weights(backbone: nn.Module, path: Path) -> None:
     """Load a torchvision resnet18 state dict; its classifier (fc) is replaced, so it is skipped."""
     if not path.is_file():
         raise DataError(f"{path}: resnet18 weights file not found (train.weights_path)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or non-tensor files
-        raise DataError(f"{path}: not a loadable state dict ({error})") from None
+    state = load_torch_file(path, "resnet18 weights file (train.weights_path)")
     if not isinstance(state, dict):
         raise DataError(f"{path}: expected a resnet18 state dict, found {type(state).__name__}")
-    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+    state = {key: value for key, value in state.items() if not str(key).startswith("fc.")}
     try:
         missing, unexpected = backbone.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
-        raise DataError(f"{path}: incompatible with resnet18 ({error})") from None
+    except MISFIT as error:  # shape mismatches, values that are no tensors
+        raise DataError(f"{path}: incompatible with resnet18 ({describe(error)})") from None
     missing = [key for key in missing if not key.startswith("fc.")]
     if missing or unexpected:
         raise DataError(f"{path}: not a resnet18 state dict (missing {missing[:3]}, unexpected {unexpected[:3]})")
