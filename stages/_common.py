@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -17,7 +17,7 @@ from rich.logging import RichHandler
 from fersynth.config import Params, load_params, read_yaml_file
 from fersynth.errors import FersynthError, ParamsError
 from fersynth.execution import ExecutionSettings, read_execution_settings
-from fersynth.io import write_json
+from fersynth.io import remove_stale_staging, write_json
 from fersynth.reporting import headline_metrics, run_environment
 
 P = ParamSpec("P")
@@ -120,6 +120,7 @@ def stage_command(function: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         configure_logging()
         try:
+            remove_stale_staging_beside(kwargs.values())
             apply_thread_setting(execution_settings())
             return function(*args, **kwargs)
         except FersynthError as error:
@@ -130,6 +131,17 @@ def stage_command(function: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(code=1) from None
 
     return wrapper
+
+
+def remove_stale_staging_beside(arguments: Iterable[object]) -> None:
+    """On start, clear what a killed run left beside every path the command names (`.<name>.<random>.tmp`).
+
+    Outputs and inputs alike: DVC locks the repository while a stage runs, so no such entry can belong
+    to a write still in progress, and a stage that fails early must not leave them for the next run.
+    """
+    for argument in arguments:
+        if isinstance(argument, Path):
+            remove_stale_staging(argument)
 
 
 def apply_thread_setting(settings: ExecutionSettings) -> None:

@@ -462,6 +462,14 @@ def test_stale_temporary_outputs_of_the_stage_are_removed_and_no_others(augmente
     assert "".join(f"{stale_dir}: removing a temporary output".split()) in outcome.output
 
 
+def test_stale_temporary_outputs_are_removed_on_start_even_when_the_run_then_fails(augmented: Path) -> None:
+    stale = augmented / ".offline.k1ll3d00.tmp"
+    stale.mkdir()
+    (augmented / "params.yaml").write_text("augment_offline: {variants_per_image: -1}\n")
+    assert_refused(run_command(augment_arguments(augmented)), "augment_offline.variants_per_image")
+    assert not stale.exists()
+
+
 def test_stale_staging_in_the_teacher_cache_is_removed(tmp_path: Path) -> None:
     """The cache folder is calibrate's own: a killed run's half-written entry goes even when its key is never reused."""
     write_calibrate_inputs(tmp_path)
