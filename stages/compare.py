@@ -36,6 +36,7 @@ from fersynth.experiments import (
     failure_log,
     head_commit,
     queue_runs,
+    queue_status,
     start_queue,
     threads_per_job,
     wait_for,
@@ -148,7 +149,7 @@ def _run_all(
     threads = threads_per_job(jobs)
     typer.echo(f"queued {len(runs)} experiments on {baseline_commit[:7]}; {jobs} at a time, {threads} threads each")
     start_queue(repo, jobs, threads)
-    finished = wait_for(repo, task_ids, lambda name, status: typer.echo(f"  {name}: {status}"))
+    finished = wait_for(lambda: queue_status(repo), task_ids, lambda name, status: typer.echo(f"  {name}: {status}"))
     failed = [name for name, status in finished.items() if status != "Success"]
     for name in failed:
         typer.echo(f"\n{name} failed; `dvc queue logs {name}` ends with:\n{failure_log(repo, name)}", err=True)

@@ -21,7 +21,7 @@ from fersynth.comparison import (
     stages_with_changed_params,
     summarise,
 )
-from fersynth.experiments import threads_per_job
+from fersynth.experiments import threads_per_job, wait_for
 
 from .conftest import REPO_ROOT
 
@@ -126,3 +126,17 @@ def test_variants_are_selected_by_name_in_the_order_given() -> None:
     assert [variant.name for variant in chosen] == ["real-only", "synthetic"]
     with pytest.raises(ValueError, match=r"unknown variant 'gan-only'.*real-only"):
         select_variants(["gan-only"], variants)
+
+
+def test_waiting_ends_when_every_task_finished_or_left_the_queue() -> None:
+    polls = iter(
+        [
+            [{"rev": "a", "name": "x-s0", "status": "Running"}, {"rev": "b", "name": "y-s0", "status": "Queued"}],
+            [{"rev": "a", "name": "x-s0", "status": "Success"}, {"rev": "b", "name": "y-s0", "status": "Queued"}],
+            [{"rev": "a", "name": "x-s0", "status": "Success"}, {"rev": "old", "name": "y-s0", "status": "Failed"}],
+        ]
+    )
+    reported: list[tuple[str, str]] = []
+    finished = wait_for(lambda: next(polls), {"a", "b"}, lambda *pair: reported.append(pair), poll_seconds=0)
+    assert finished == {"x-s0": "Success", "y-s0": "Removed"}  # an older task of the same name is not ours
+    assert reported == [("x-s0", "Success"), ("y-s0", "Removed")]

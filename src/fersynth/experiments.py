@@ -60,16 +60,32 @@ def start_queue(repo: Path, jobs: int, threads: int) -> None:
     _dvc(repo, "queue", "start", "-j", str(jobs), extra_env=env)
 
 
+def queue_status(repo: Path) -> list[dict[str, Any]]:
+    """DVC's queue tasks: one mapping per task with its `rev` (task id), `name` and `status`."""
+    return list(Repo(str(repo)).experiments.celery_queue.status())
+
+
 def wait_for(
-    repo: Path, task_ids: set[str], on_finish: Callable[[str, str], None], poll_seconds: float = 5.0
+    read_status: Callable[[], list[dict[str, Any]]],
+    task_ids: set[str],
+    on_finish: Callable[[str, str], None],
+    poll_seconds: float = 5.0,
 ) -> dict[str, str]:
-    """Block until every task has finished; name -> final status (Success or Failed)."""
+    """Block until every task has finished; name -> final status (Success, Failed, or Removed when a task
+    left the queue unfinished, e.g. `dvc queue remove` or `dvc queue kill` by hand)."""
     finished: dict[str, str] = {}
+    names: dict[str, str] = {}
     while len(finished) < len(task_ids):
-        for task in Repo(str(repo)).experiments.celery_queue.status():
-            if task["rev"] in task_ids and task["status"] in FINISHED and task["name"] not in finished:
-                finished[task["name"]] = task["status"]
-                on_finish(task["name"], task["status"])
+        tasks = {task["rev"]: task for task in read_status() if task["rev"] in task_ids}
+        names |= {rev: task["name"] for rev, task in tasks.items()}
+        for rev in task_ids:
+            name = names.get(rev, rev)
+            if name in finished:
+                continue
+            status = tasks[rev]["status"] if rev in tasks else "Removed"
+            if status in FINISHED or status == "Removed":
+                finished[name] = status
+                on_finish(name, status)
         if len(finished) < len(task_ids):
             time.sleep(poll_seconds)
     return finished
@@ -101,7 +117,7 @@ def head_commit(repo: Path) -> str:
 
 
 def _task_ids(repo: Path) -> set[str]:
-    return {task["rev"] for task in Repo(str(repo)).experiments.celery_queue.status()}
+    return {task["rev"] for task in queue_status(repo)}
 
 
 def _dvc(repo: Path, *arguments: str, check: bool = True, extra_env: Mapping[str, str] | None = None) -> str:
