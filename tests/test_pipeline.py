@@ -43,7 +43,14 @@ SHRUNK = {
     "train_gan": {"epochs": 1, "batch_size": 32},
     # A one-epoch teacher is too weak for precision thresholds; a quota still shows every planned class
     # travelling from generate through calibrate into the merged training set.
-    "calibrate": {"teacher": {"epochs": 1}, "judge": {"epochs": 1}, "selection": "quota", "quota_per_class": 20},
+    # No confidence floor: one-epoch teachers score every face low.
+    "calibrate": {
+        "teacher": {"epochs": 1},
+        "judge": {"epochs": 1},
+        "selection": "quota",
+        "quota_per_class": 20,
+        "confidence_floor": 0.0,
+    },
     "train": {"epochs": 1},
 }
 # Produced by the pipeline (the real repo commits them as its baseline); the copy makes its own.
