@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
@@ -50,7 +50,7 @@ from fersynth.config import (
 )
 from fersynth.datasets.format import Dataset
 from fersynth.datasets.sources import load_source
-from fersynth.device import default_device
+from fersynth.device import default_device, training_precision
 from fersynth.faces import align_dataset
 from fersynth.gan.generator import GanGenerator
 from fersynth.gan.training import UnitTrainer, architecture, training_units
@@ -246,23 +246,34 @@ INFERENCE_CASES = ("vgg16", "resemotenet64")
 
 
 class BareModel:
-    """The model-only limit: forward, backward and AdamW step (fit_classifier's optimizer) on a resident batch."""
+    """The model-only limit: forward, backward and AdamW step (fit_classifier's optimizer) on a resident batch.
 
-    def __init__(self, case: ModelCase, batch_size: int) -> None:
+    `compiled` runs the model through torch.compile (inductor); the case's `channels_last` and `cpu_bf16`
+    lay it out and autocast it as fit_classifier does.
+    """
+
+    def __init__(self, case: ModelCase, batch_size: int, compiled: bool = False) -> None:
         self.model = case.build().train()
         config = case.config
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if compiled else self.model
+        self.precision = training_precision(default_device(), config.cpu_bf16)
         groups = parameter_groups(self.model, config.lr)
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         device = default_device()
         # Converted as fit_classifier converts its batches: permuted from (N, H, W, C), so channels-last in
         # memory, which the CPU's convolutions run up to a third faster than a plain NCHW tensor of torch.rand.
         self.inputs = _to_input(random_dataset(batch_size, case.size).images, device)
+        if config.channels_last:
+            self.inputs = self.inputs.contiguous(memory_format=torch.channels_last)
         self.targets = torch.randint(0, len(CANONICAL_CLASSES), (batch_size,), device=device)
 
     def seconds(self, steps: int) -> float:
         started = time.perf_counter()
         for _ in range(steps):
-            loss = F.cross_entropy(self.model(self.inputs), self.targets)
+            with self.precision.autocast():
+                loss = F.cross_entropy(self.forward(self.inputs), self.targets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -337,6 +348,46 @@ def inference_rows(case: ModelCase, scale: Scale) -> list[Row]:
     details = f"predict_proba (evaluate and calibrate's teachers) over {len(images)} images at batch {batch_size}"
     name = f"inference {_case_title(case)}"
     return [rate_row(name, f"inference-{case.name}", [len(images) / value for value in seconds], "repeat", details)]
+
+
+# ---------------------------------------------------------------- CPU levers: one training step computed other ways
+
+# The 30-minute preset's classifier size. Each lever is a ClassifierConfig setting, except torch.compile.
+LEVER_CASE = ModelCase("vgg32", ClassifierConfig(arch="vgg", width=32), IMAGE_SIZE, 10, 0)
+CPU_LEVERS: dict[str, tuple[dict[str, bool], bool]] = {  # name: (config settings, compiled)
+    "fp32": ({}, False),
+    "channels_last": ({"channels_last": True}, False),
+    "cpu_bf16": ({"cpu_bf16": True}, False),
+    "channels_last + cpu_bf16": ({"channels_last": True, "cpu_bf16": True}, False),
+    "torch.compile": ({}, True),
+}
+
+
+def lever_rows(scale: Scale) -> list[Row]:
+    """Model-only training steps of each lever, in rounds that visit every lever in turn (same machine load)."""
+    batch_size, steps = scale.train_batch_size, scale.batches(LEVER_CASE)
+    models, skipped = {}, []
+    for name, (settings, compiled) in CPU_LEVERS.items():
+        case = replace(LEVER_CASE, config=LEVER_CASE.config.model_copy(update=settings))
+        try:
+            models[name] = BareModel(case, batch_size, compiled)
+            models[name].seconds(2)  # warm-up; torch.compile compiles here
+        except Exception as error:  # a lever this machine cannot run is a row that says why
+            skipped.append(Row.skipped(f"lever: {name}", "cpu-levers", f"{type(error).__name__}: {error}"[:200]))
+            models.pop(name, None)
+    rates: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(scale.train_epochs):
+        for name, model in models.items():
+            rates[name].append(steps * batch_size / model.seconds(steps))
+    rows = []
+    for name, values in rates.items():
+        ratios = [value / base for value, base in zip(values, rates["fp32"], strict=True)]
+        details = (
+            f"ratio to fp32 {median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}); {_case_title(LEVER_CASE)}, "
+            f"{steps} steps of {batch_size} a round"
+        )
+        rows.append(rate_row(f"lever: {name}", "cpu-levers", values, "round", details))
+    return rows + skipped
 
 
 def _case_title(case: ModelCase) -> str:
@@ -445,6 +496,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "faces": Benchmark(face_rows),
     "augment": Benchmark(augment_rows),
     **{f"train-{name}": _per_case(train_rows, case) for name, case in MODEL_CASES.items()},
+    "cpu-levers": Benchmark(lever_rows),
     "gan-step": Benchmark(gan_step_rows),
     "gan-generate": Benchmark(gan_generate_rows),
     **{f"inference-{name}": _per_case(inference_rows, MODEL_CASES[name]) for name in INFERENCE_CASES},

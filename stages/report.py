@@ -14,6 +14,7 @@ import typer
 from fersynth import report
 from fersynth.config import read_yaml_file
 from fersynth.errors import DataError, ParamsError
+from fersynth.experiments import experiment_ref
 from fersynth.io import atomic_directory
 from stages._common import ParamsOption, read_params, stage_command
 
@@ -25,14 +26,27 @@ CONFUSION_NAME = "confusion_test.png"
 
 OutOption = Annotated[Path, typer.Option("--out", help="Folder for README.md and its images (replaced whole).")]
 BaselineOption = Annotated[
-    str, typer.Option("--baseline", help="Git revision to compare headline metrics with (a PR: its base, e.g. main).")
+    str,
+    typer.Option(
+        "--baseline",
+        help="Git revision (a PR: its base, e.g. main) or DVC experiment name to compare headline metrics with.",
+    ),
+]
+
+
+CompareOption = Annotated[
+    Path | None,
+    typer.Option("--compare", help="A `fersynth compare` table (report/compare.md) to include: variants over seeds."),
 ]
 
 
 @app.command("report")
 @stage_command
 def command(
-    out: OutOption = Path("report"), baseline: BaselineOption = "HEAD", params_path: ParamsOption = Path("params.yaml")
+    out: OutOption = Path("report"),
+    baseline: BaselineOption = "HEAD",
+    compare: CompareOption = None,
+    params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Write OUT/README.md with its PNGs beside it, ready to paste or upload as a PR comment."""
     params = read_params(params_path)
@@ -40,6 +54,7 @@ def command(
     paths = metric_paths(read_yaml_file(root / "dvc.yaml", "DVC pipeline file"))
     current = {path: _read_json(root / path) for path in paths if (root / path).is_file()}
     previous = baseline_metrics(root, baseline, paths)
+    comparison = _read_text(compare) if compare is not None else None
     _check_replaceable(out)
     with atomic_directory(out) as folder:
         images = copy_images(root / "metrics" / "plots", folder)
@@ -47,6 +62,7 @@ def command(
         sections = [
             TITLE,
             report.headline_section(current, previous, baseline),
+            *([report.comparison_section(comparison)] if comparison is not None else []),
             *_detail_sections(root, params.common.classes, params.fetch.source, current),
             report.images_section(images, confusion),
         ]
@@ -64,7 +80,11 @@ def metric_paths(pipeline: Any) -> list[str]:
 def baseline_metrics(root: Path, revision: str, paths: Sequence[str]) -> dict[str, Any]:
     """Each metrics file as committed at `revision` (`git show`); a file the revision lacks is left out."""
     if _git(root, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}") is None:
-        raise ParamsError(f"--baseline {revision}: not a git revision of {root.resolve()}")
+        # An experiment's name, as `dvc exp run -n` or `fersynth compare` gave it.
+        ref = experiment_ref(root, revision)
+        if ref is None:
+            raise ParamsError(f"--baseline {revision}: neither a git revision nor a DVC experiment of {root.resolve()}")
+        revision = ref
     committed = {}
     for path in paths:
         text = _git(root, "show", f"{revision}:./{path}")  # ./: relative to root, wherever the git top level is
@@ -121,6 +141,15 @@ def _check_replaceable(out: Path) -> None:
     ours = marker.is_file() and marker.read_bytes().startswith(TITLE.encode())
     if out.exists() and not (out.is_dir() and (ours or not any(out.iterdir()))):
         raise ParamsError(f"--out {out}: exists and is no fersynth report; give a new or empty folder")
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise DataError(f"{path}: not found (--compare takes the table `fersynth compare` wrote)")
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
 
 
 def _read_optional(path: Path) -> dict[str, Any]:

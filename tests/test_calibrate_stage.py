@@ -3,6 +3,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +176,23 @@ def test_calibrate_stage_warns_of_classes_that_kept_nothing(tmp_path: Path, capl
     assert len(warned) == 7
     assert warned[1].startswith("none of the 2 images generated as disgust was kept: the teachers gave them at most ")
     assert "│disgust│2│0│0.0%│" in output
+
+
+def test_teachers_trained_ahead_are_the_ones_calibrate_loads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """benchmarks/train_teachers.py (run on another machine, its cache copied in) spares calibrate the training."""
+    write_inputs(tmp_path)
+    judge = {"arch": "linear", "epochs": 1, "batch_size": 8}
+    params = {**PARAMS, "calibrate": {**PARAMS["calibrate"], "ensemble_size": 2, "judge": judge}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_teachers.py"
+    arguments = ["--params", "params.yaml", "--real", "aligned", "--cache", "teachers"]
+    done = subprocess.run([sys.executable, str(script), *arguments], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    trained_ahead = sorted(path.name for path in (tmp_path / "teachers").iterdir())
+    assert len(trained_ahead) == 3 and sum(name.startswith("judge-") for name in trained_ahead) == 1
+
+    with caplog.at_level(logging.INFO, logger="fersynth.calibration"):
+        code, output = invoke(tmp_path)
+    assert code == 0, output
+    assert caplog.text.count("cache hit") == 3 and "not cached" not in caplog.text
+    assert sorted(path.name for path in (tmp_path / "teachers").iterdir()) == trained_ahead

@@ -41,8 +41,11 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _write_params(workdir: Path, extra_sets: dict[str, dict[str, str]], image_size: int = 16) -> None:
-    params = {"common": {"image_size": image_size}, "evaluate": {"batch_size": 4, "extra_test_sets": extra_sets}}
+def _write_params(
+    workdir: Path, extra_sets: dict[str, dict[str, str]], image_size: int = 16, tta: str = "none"
+) -> None:
+    evaluate = {"batch_size": 4, "extra_test_sets": extra_sets, "tta": tta}
+    params = {"common": {"image_size": image_size}, "evaluate": evaluate}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -89,6 +92,20 @@ def test_evaluate_scores_extra_test_sets(workdir: Path) -> None:
     assert set(headline["faces"]) == {"accuracy", "balanced_accuracy", "macro_f1"} | {
         f"recall_{name}" for name in CANONICAL_CLASSES
     }
+
+
+def test_evaluate_with_test_time_augmentation_scores_the_mean_of_the_views(workdir: Path) -> None:
+    scores = {}
+    for tta in ("none", "flip_shifts"):
+        _write_params(workdir, {}, tta=tta)
+        code, output = _evaluate()
+        assert code == 0, output
+        scores[tta] = json.loads((workdir / "confusion" / "test.json").read_text())
+    assert len(scores["flip_shifts"]) == TEST_IMAGES
+    assert scores["flip_shifts"] != scores["none"]  # an untrained model: the ten views' mean moves its guesses
+    _write_params(workdir, {}, tta="crops")
+    code, output = _evaluate()
+    assert code != 0 and "evaluate.tta" in output
 
 
 def test_evaluate_names_a_missing_model(workdir: Path) -> None:

@@ -62,6 +62,8 @@ def test_the_issues_presets_are_all_there() -> None:
         "warrier-linear",
         "warrier-resnet18-dcgan",
         "synfer-calibrated",
+        "fer2013-30min",
+        "fer2013-gan-calibrated",
     }
 
 

@@ -117,6 +117,28 @@ def test_report_on_the_demo_compares_with_the_baseline_and_links_existing_images
     assert f"disgust {source['recall_disgust']:g}" in markdown and f"happy {source['recall_happy']:g}" in markdown
 
 
+def test_report_takes_an_experiment_name_as_baseline(demo_repo: Path) -> None:
+    """`fersynth compare` names its experiments (real-only-s0); DVC keeps each as refs/exps/<base>/<name>."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=demo_repo, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/real-only-s0", head], cwd=demo_repo)
+    code, output = _run_report(demo_repo, "--baseline", "real-only-s0")
+    assert code == 0, output
+    markdown = (demo_repo / "report" / "README.md").read_text()
+    assert "Against `real-only-s0`" in markdown and "| `metrics/evaluate.json` accuracy |" in markdown
+
+
+def test_report_includes_a_compare_table(demo_repo: Path, tmp_path: Path) -> None:
+    table = "# Comparison\n\n| variant | n | accuracy |\n|---|---|---|\n| synthetic | 3 | 0.537 ± 0.006 |\n"
+    (tmp_path / "compare.md").write_text(table)
+    code, output = _run_report(demo_repo, "--compare", str(tmp_path / "compare.md"))
+    assert code == 0, output
+    markdown = (demo_repo / "report" / "README.md").read_text()
+    assert "## Over seeds: `fersynth compare`\n\n### Comparison" in markdown
+    assert "| synthetic | 3 | 0.537 ± 0.006 |" in markdown
+    code, output = _run_report(demo_repo, "--compare", str(tmp_path / "absent.md"))
+    assert code == 1 and "absent.md: not found" in output
+
+
 def test_report_dashes_a_baseline_without_the_file_and_refuses_a_foreign_folder(demo_repo: Path) -> None:
     subprocess.run(["git", "rm", "-q", "--cached", "metrics/train.json"], cwd=demo_repo, check=True)
     _commit(demo_repo, "no train metrics")
@@ -127,7 +149,7 @@ def test_report_dashes_a_baseline_without_the_file_and_refuses_a_foreign_folder(
     assert _run_report(demo_repo)[0] == 0  # its own report folder is replaced
 
     code, output = _run_report(demo_repo, "--baseline", "no-such-revision")
-    assert code == 1 and "not a git revision" in output
+    assert code == 1 and "neither a git revision nor a DVC experiment" in output
     (demo_repo / "elsewhere").mkdir()
     (demo_repo / "elsewhere" / "keep.txt").write_text("mine")
     result = CliRunner().invoke(

@@ -22,6 +22,8 @@ METRIC_KEYS = {
     "best_val_macro_f1",
     "best_val_accuracy",
     "epochs",
+    "training_seconds",
+    "epoch_seconds",
     "train_images",
     "val_images",
     "parameters",
@@ -69,6 +71,9 @@ def test_train_writes_model_metrics_and_curves(workdir: Path) -> None:
     headline = json.loads((workdir / "model_headline.json").read_text())
     assert headline == {key: metrics[key] for key in ("best_epoch", "best_val_macro_f1", "best_val_accuracy")}
     assert metrics["epochs"] == 2 and metrics["train_images"] == 14 and metrics["val_images"] == 14
+    assert len(metrics["epoch_seconds"]) == 2 and metrics["training_seconds"] == pytest.approx(
+        sum(metrics["epoch_seconds"]), abs=0.1
+    )
     assert 1 <= metrics["best_epoch"] <= 2
     curve = (workdir / "model_live" / "plots" / "metrics" / "val_macro_f1.tsv").read_text().splitlines()
     assert curve[0].split("\t") == ["step", "val_macro_f1"] and len(curve) == 3

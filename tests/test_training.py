@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import torch
 from fersynth.config import ClassifierConfig
 from fersynth.datasets.format import Dataset
 from fersynth.errors import DataError
+from fersynth.models import build_classifier
+from fersynth.seeding import seed_everything
 from fersynth.training import (
     extract_features,
     fit_classifier,
@@ -162,3 +165,73 @@ def test_load_reports_missing_and_foreign_files(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(DataError, match=r"foreign\.pt"):
         load_classifier(foreign)
+
+
+LEVERS = {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "random_erasing": 0.5, "channels_last": True}
+
+
+def test_fit_with_mixing_erasing_and_channels_last_learns_and_repeats(splits: tuple[Dataset, Dataset]) -> None:
+    train, val = splits
+    config = LINEAR.model_copy(update=LEVERS)
+    first, second = (fit_classifier(train, val, config, seed=0) for _ in range(2))
+    assert first.history == second.history
+    assert first.best_val_macro_f1 > 2 * CHANCE
+    plain = fit_classifier(train, val, LINEAR, seed=0)
+    assert [record.train_loss for record in plain.history] != [record.train_loss for record in first.history]
+
+
+def test_cpu_bf16_trains_in_mixed_precision() -> None:
+    dataset = make_dataset(per_class=3, size=16)
+    train, val = dataset.subset(dataset.splits != "val"), dataset.split("val")
+    vgg = ClassifierConfig(arch="vgg", width=4, epochs=2, batch_size=4, cpu_bf16=True, channels_last=True)
+    result = fit_classifier(train, val, vgg, seed=0)
+    assert result.precision == "bf16-amp"
+    assert all(np.isfinite(record.train_loss) for record in result.history)
+    assert next(result.model.parameters()).dtype == torch.float32  # autocast computes in bf16, weights stay fp32
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "factors"),
+    [("cosine", [1 / 3, 2 / 3, 1.0, 0.5]), ("none", [1 / 3, 2 / 3, 1.0, 1.0])],
+)
+def test_warmup_rises_linearly_then_follows_the_scheduler(
+    splits: tuple[Dataset, Dataset], scheduler: str, factors: list[float]
+) -> None:
+    train, val = splits
+    config = LINEAR.model_copy(update={"epochs": 4, "warmup_epochs": 2, "scheduler": scheduler})
+    result = fit_classifier(train, val, config, seed=0)
+    assert [record.lr for record in result.history] == pytest.approx([LINEAR.lr * factor for factor in factors])
+
+
+def test_test_time_augmentation_averages_the_views(splits: tuple[Dataset, Dataset]) -> None:
+    train, val = splits
+    model = fit_classifier(train, val, LINEAR.model_copy(update={"epochs": 2}), seed=0).model
+    plain, mirrored = predict_proba(model, val.images), predict_proba(model, val.images[:, :, ::-1].copy())
+    np.testing.assert_allclose(predict_proba(model, val.images, tta="flip"), (plain + mirrored) / 2, rtol=1e-5)
+    ten_views = predict_proba(model, val.images, tta="flip_shifts")
+    assert ten_views.shape == plain.shape
+    np.testing.assert_allclose(ten_views.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def _weights(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [weight.detach().clone() for weight in module.parameters()]
+
+
+def test_head_only_epochs_hold_the_body_then_release_it(caplog: pytest.LogCaptureFixture) -> None:
+    dataset = make_dataset(per_class=3, size=16)
+    train, val = dataset.subset(dataset.splits != "val"), dataset.split("val")
+    config = ClassifierConfig(arch="vgg", width=4, epochs=2, batch_size=4, head_only_epochs=2)
+    seed_everything(0)
+    initial = build_classifier(config, len(train.classes), 1, 16)
+    probe = fit_classifier(train, val, config, seed=0).model  # phase 1 only: a linear probe on a fixed body
+    assert all(torch.equal(a, b) for a, b in zip(_weights(initial.body), _weights(probe.body), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(initial.head), _weights(probe.head), strict=True))
+    assert all(weight.requires_grad for weight in probe.parameters())
+
+    with caplog.at_level(logging.INFO, logger="fersynth.training"):
+        tuned = fit_classifier(train, val, config.model_copy(update={"epochs": 3, "head_only_epochs": 1}), seed=0)
+    assert caplog.text.index("head alone (phase 1)") < caplog.text.index("body trains too (phase 2)")
+    if tuned.best_epoch > 1:
+        assert not all(
+            torch.equal(a, b) for a, b in zip(_weights(initial.body), _weights(tuned.model.body), strict=True)
+        )

@@ -467,6 +467,25 @@ def judge_metrics(
     return metrics
 
 
+def teacher_data(real: Dataset, real_name: str = "real set") -> tuple[Dataset, Dataset]:
+    """The real train and val images of `real` that teachers and the judge learn from."""
+    is_real = real.sources == "real"
+    train, val = real.subset(is_real & (real.splits == "train")), real.subset(is_real & (real.splits == "val"))
+    if not len(train) or not len(val):
+        raise DataError(f"{real_name}: teachers need real train and val images (found {len(train)} and {len(val)})")
+    return train, val
+
+
+def load_or_train_judge(
+    train: Dataset, val: Dataset, config: CalibrateConfig, seed: int, cache_dir: Path, fingerprint: str
+) -> nn.Module:
+    """`config.judge` (which must be set), cached beside the teachers it shares the data fingerprint with."""
+    assert config.judge is not None
+    # Its first default seed is one no teacher uses, so it is not a copy of teacher 1.
+    judge_seed = config.judge.seed_or(config.teacher.seed_or(seed) + config.ensemble_size)
+    return load_or_train_classifier(train, val, config.judge, judge_seed, cache_dir, "judge", fingerprint)
+
+
 def calibrate(
     synthetic: Dataset,
     real: Dataset,
@@ -477,10 +496,7 @@ def calibrate(
     real_name: str = "real set",
 ) -> CalibrationResult:
     """Score `synthetic` with teachers trained on `real`; keep it by `config.selection`, label it by `config.policy`."""
-    is_real = real.sources == "real"
-    train, val = real.subset(is_real & (real.splits == "train")), real.subset(is_real & (real.splits == "val"))
-    if not len(train) or not len(val):
-        raise DataError(f"{real_name}: teachers need real train and val images (found {len(train)} and {len(val)})")
+    train, val = teacher_data(real, real_name)
     if len(synthetic) and synthetic.images.shape[1:] != train.images.shape[1:]:
         raise DataError(
             f"{synthetic_name}: images are {synthetic.images.shape[1:]} (H, W, C), "
@@ -502,11 +518,7 @@ def calibrate(
     metrics["frechet_distance"] = _frechet_to_real(teachers.models[0], train.images, synthetic.images)
     closest_pairs_png = None
     if config.judge is not None:
-        # Its first default seed is one no teacher uses, so it is not a copy of teacher 1.
-        judge_seed = config.judge.seed_or(config.teacher.seed_or(seed) + config.ensemble_size)
-        judge = load_or_train_classifier(
-            train, val, config.judge, judge_seed, teachers_dir, "judge", teachers.data_fingerprint
-        )
+        judge = load_or_train_judge(train, val, config, seed, teachers_dir, teachers.data_fingerprint)
         # Real val is the reference: real faces the judge never trained on, so their figures are the best reachable.
         quality = synthetic_quality(judge, train, val, synthetic, intended, seed)
         metrics.update(

@@ -289,17 +289,30 @@ class ClassifierConfig(Section):
     weight_decay: float = Field(1.0e-4, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd only
     scheduler: Literal["cosine", "step", "none"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)  # lr rises linearly over these first epochs, then follows the scheduler
     step_size: int = Field(10, ge=1)  # scheduler=step: epochs between lr drops
     gamma: float = Field(0.1, gt=0.0, le=1.0)  # scheduler=step: lr factor
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    # Batch mixing: mixup blends each image with another of its batch, cutmix pastes a box of it, the weight
+    # drawn from Beta(alpha, alpha) and the loss mixed alike; 0 = off, both > 0 = one or the other per batch.
+    mixup_alpha: float = Field(0.0, ge=0.0)
+    cutmix_alpha: float = Field(0.0, ge=0.0)
+    random_erasing: float = Field(0.0, ge=0.0, le=1.0)  # share of training images with a random box blanked
     # balanced: each class's loss is weighted by n / (k · n_class) of the training labels, so a rare class
     # (disgust is 1.5% of FER2013) weighs as much as a common one; none: plain cross-entropy.
     class_weighting: Literal["none", "balanced"] = "none"
     flip_augment: bool = True  # random horizontal flip of training batches
     shift_augment: int = Field(2, ge=0, le=16)  # random translation of training images, in pixels (0 = off)
+    # How the CPU computes (results equal up to float rounding): channels_last lays tensors out as oneDNN's
+    # convolutions prefer; bf16 autocasts forward passes (a GPU always trains in mixed precision).
+    channels_last: bool = False
+    cpu_bf16: bool = False
     weights_path: str = ""  # resnet18 only: local torchvision state dict for transfer learning
     freeze_blocks: int = Field(0, ge=0, le=4)  # resnet18 with weights: residual stages kept frozen
     backbone_lr_scale: float = Field(0.1, gt=0.0, le=1.0)  # resnet18 with weights: lr factor of the backbone
+    # Two-phase fine-tuning: the first head_only_epochs train the head on a fixed body (phase 1), then the body
+    # trains too (phase 2; a resnet18 with weights at backbone_lr_scale × lr, its freeze_blocks still fixed).
+    head_only_epochs: int = Field(0, ge=0)
     # Seeds this classifier's initialisation and batch order instead of common.seed, so a comparison
     # over seeds reruns only this classifier, not the data and GAN stages that common.seed feeds.
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
@@ -371,6 +384,9 @@ class ExtraTestSet(PaperSourceOptions):
 
 class EvaluateConfig(Section):
     batch_size: int = Field(256, ge=1)
+    # Test-time augmentation: each test image scored as the mean of the classifier's probabilities over
+    # views of it. none | flip (mirror) | flip_shifts (mirror × centre and four 2-pixel shifts: 10 views).
+    tta: Literal["none", "flip", "flip_shifts"] = "none"
     extra_test_sets: dict[str, ExtraTestSet] = Field(default_factory=dict)
 
     @field_validator("extra_test_sets")

@@ -54,10 +54,11 @@ class Precision:
         return torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16)
 
 
-def training_precision(device: torch.device) -> Precision:
-    """Mixed precision on a GPU (bf16 where it has it, else fp16); fp32 on the CPU, which keeps runs bit-repeatable."""
+def training_precision(device: torch.device, cpu_bf16: bool = False) -> Precision:
+    """Mixed precision on a GPU (bf16 where it has it, else fp16); on the CPU fp32, or bf16 autocast when asked
+    (`cpu_bf16`: faster only where the CPU computes in bf16, e.g. AVX512-BF16 or AMX)."""
     if device.type != "cuda":
-        return Precision("fp32", device.type, None)
+        return Precision("bf16-amp", device.type, torch.bfloat16) if cpu_bf16 else Precision("fp32", device.type, None)
     if torch.cuda.is_bf16_supported():
         return Precision("bf16-amp", device.type, torch.bfloat16)
     return Precision("fp16-amp", device.type, torch.float16)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fersynth.batch_augment import TestTimeAugmentation
 from fersynth.config import HELD_OUT_SET, EvaluateConfig, ExtraTestSet, FaceAlignConfig, ReadRules
 from fersynth.datasets.format import Dataset, read_dataset
 from fersynth.datasets.papers import PaperOptions
@@ -58,20 +59,20 @@ def evaluate_classifier(
         raise DataError(
             f"{aligned_dir}: images are {test.images.shape[1:]}, the model expects {classifier.image_shape}"
         )
-    metrics, rows = score_dataset(classifier, test, config.batch_size)
+    metrics, rows = score_dataset(classifier, test, config.batch_size, config.tta)
     confusion = {TEST_SET: rows}
     for name, spec in config.extra_test_sets.items():
         alignment = face_align.model_copy(update={"detector": spec.detector})
         extra = load_extra_test_set(name, spec, classes, alignment, image_size, channels, rules)
-        metrics[name], confusion[name] = score_dataset(classifier, extra, config.batch_size)
+        metrics[name], confusion[name] = score_dataset(classifier, extra, config.batch_size, config.tta)
     return Evaluation(metrics, confusion)
 
 
 def score_dataset(
-    classifier: LoadedClassifier, dataset: Dataset, batch_size: int
+    classifier: LoadedClassifier, dataset: Dataset, batch_size: int, tta: TestTimeAugmentation = "none"
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """Flat metrics (with the image count) and confusion rows for one labelled dataset."""
-    predictions = predict_proba(classifier.model, dataset.images, batch_size).argmax(axis=1)
+    predictions = predict_proba(classifier.model, dataset.images, batch_size, tta).argmax(axis=1)
     metrics: dict[str, Any] = {"images": len(dataset)}
     metrics |= classification_report_flat(dataset.labels, predictions, dataset.classes)
     logger.info("%d images: accuracy %.4f, macro-F1 %.4f", len(dataset), metrics["accuracy"], metrics["macro_f1"])

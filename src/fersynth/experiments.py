@@ -103,6 +103,15 @@ def experiment_results(repo: Path, baseline: str, name: str) -> dict[str, Any]:
     return results
 
 
+def experiment_ref(repo: Path, name: str) -> str | None:
+    """The git ref of the DVC experiment named `name` (refs/exps/<baseline>/<name>); None unless exactly one."""
+    listed = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=repo, capture_output=True, text=True
+    )
+    matches = [ref for ref in listed.stdout.split() if ref.rsplit("/", 1)[-1] == name]
+    return matches[0] if len(matches) == 1 else None
+
+
 def failure_log(repo: Path, name: str, tail: int = 30) -> str:
     """The last lines of a failed experiment's log, which names the stage and its error."""
     shown = _dvc(repo, "queue", "logs", name, check=False)

@@ -128,6 +128,12 @@ def headline_section(
     return f"## Headline metrics\n\nAgainst `{revision}`, as `dvc metrics diff {revision}` compares them.\n\n{table}"
 
 
+def comparison_section(compare_markdown: str) -> str:
+    """`fersynth compare`'s table as a section: its headings two levels down, below this report's own."""
+    body = "\n".join(f"##{line}" if line.startswith("#") else line for line in compare_markdown.strip().splitlines())
+    return f"## Over seeds: `fersynth compare`\n\n{body}"
+
+
 def class_table(classes: Sequence[str], columns: Sequence[Column]) -> str:
     """One row per class, one column per metrics prefix; a value the file lacks shows a dash."""
     rows = [

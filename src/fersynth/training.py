@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from dvclive import Live
 
+from fersynth.batch_augment import BatchMix, TestTimeAugmentation, augment_batch, draw_mix, tta_views
 from fersynth.config import ClassifierConfig
 from fersynth.datasets.format import Dataset, read_dataset
 from fersynth.device import Precision, default_device, step_optimizer, training_precision
@@ -34,7 +35,7 @@ from fersynth.distributed import (
     sum_over_processes,
     world_size,
 )
-from fersynth.errors import DataError
+from fersynth.errors import DataError, ParamsError
 from fersynth.live import open_live
 from fersynth.metrics import macro_f1
 from fersynth.models import Classifier, build_classifier, count_parameters, parameter_groups
@@ -65,6 +66,7 @@ class FitResult:
     best_val_macro_f1: float
     best_val_accuracy: float
     history: list[EpochRecord]
+    epoch_seconds: list[float]  # wall time of each epoch (training, validation, bookkeeping): not repeatable
     device: str  # where it trained, e.g. "cpu" or "cuda:0" (rank 0's)
     precision: str  # "fp32", "bf16-amp" or "fp16-amp" (fersynth.device.Precision)
     processes: int  # DistributedDataParallel ranks that trained it together
@@ -94,6 +96,8 @@ class TrainingRun:
             "best_val_macro_f1": self.fit.best_val_macro_f1,
             "best_val_accuracy": self.fit.best_val_accuracy,
             "epochs": len(self.fit.history),
+            "training_seconds": round(sum(self.fit.epoch_seconds), 1),
+            "epoch_seconds": [round(seconds, 1) for seconds in self.fit.epoch_seconds],
             "train_images": self.train_images,
             "val_images": self.val_images,
             "parameters": count_parameters(self.fit.model),
@@ -164,8 +168,11 @@ def fit_classifier(
     device = device or default_device()
     height, _, channels = _image_shape(train)
     model = build_classifier(config, len(train.classes), channels, height).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, config)
-    training = _Training(data_parallel(model, device), optimizer, training_precision(device))
+    body_weights = _two_phase_body(model, config)
+    training = _Training(data_parallel(model, device), optimizer, training_precision(device, config.cpu_bf16))
     seed_torch_per_rank(seed)
     scheduler = _make_scheduler(optimizer, config)
     targets = _training_targets(train).to(device)
@@ -173,6 +180,7 @@ def fit_classifier(
         _balanced_class_weights(targets, len(train.classes)) if config.class_weighting == "balanced" else None
     )
     history: list[EpochRecord] = []
+    epoch_seconds: list[float] = []
     best: EpochRecord | None = None
     best_state: dict[str, torch.Tensor] = {}
     logger.info(
@@ -188,6 +196,10 @@ def fit_classifier(
     )
     with progress_bar() as bar:
         for epoch in range(1, config.epochs + 1):
+            if body_weights and epoch in (1, config.head_only_epochs + 1):
+                phase_two = epoch > config.head_only_epochs
+                _set_trainable(body_weights, phase_two)
+                logger.info("%s: %s", description, "body trains too (phase 2)" if phase_two else "head alone (phase 1)")
             task = bar.add_task(f"{description} {epoch}/{config.epochs}", total=len(batches), status="")
             started = time.perf_counter()
             train_loss = _train_epoch(
@@ -209,11 +221,13 @@ def fit_classifier(
             if scheduler is not None:
                 scheduler.step()
             history.append(record)
+            epoch_seconds.append(elapsed)
             _log_epoch(live, record)
             if best is None or record.val_macro_f1 > best.val_macro_f1:
                 best = record
                 best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
     assert best is not None  # epochs >= 1
+    _set_trainable(body_weights, True)  # a run that ended in phase 1 returns a model like any other
     model.load_state_dict(best_state)
     model.eval()
     logger.info("%s: best val macro-F1 %.4f at epoch %d", description, best.val_macro_f1, best.epoch)
@@ -224,16 +238,22 @@ def fit_classifier(
         best.val_macro_f1,
         best.val_accuracy,
         history,
+        epoch_seconds,
         device=str(device),
         precision=training.precision.name,
         processes=world_size(),
     )
 
 
-def predict_proba(model: Classifier, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """(N, K) float32 class probabilities of uint8 (N, H, W, C) images."""
-    logits = _map_batches(model, model.forward, images, batch_size, model.head.out_features)
-    return torch.softmax(logits, dim=1).numpy().astype(np.float32)
+def predict_proba(
+    model: Classifier, images: np.ndarray, batch_size: int = 256, tta: TestTimeAugmentation = "none"
+) -> np.ndarray:
+    """(N, K) float32 class probabilities of uint8 (N, H, W, C) images; with `tta`, their mean over its views."""
+    probabilities = [
+        torch.softmax(_map_batches(model, model.forward, view, batch_size, model.head.out_features), dim=1)
+        for view in tta_views(images, tta)
+    ]
+    return torch.stack(probabilities).mean(dim=0).numpy().astype(np.float32)
 
 
 def extract_features(model: Classifier, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -309,15 +329,38 @@ def _make_optimizer(model: Classifier, config: ClassifierConfig) -> torch.optim.
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def _two_phase_body(model: Classifier, config: ClassifierConfig) -> list[torch.nn.Parameter]:
+    """The body weights phase 1 of two-phase fine-tuning holds fixed (none without it); the optimizer has them
+    from the start, so phase 2 needs no new one. Weights frozen for good (freeze_blocks) are not among them."""
+    if not config.head_only_epochs:
+        return []
+    if world_size() > 1:
+        # DistributedDataParallel expects a gradient for every weight it was given, at every step.
+        raise ParamsError("train.head_only_epochs: two-phase fine-tuning trains in one process (set processes to 1)")
+    return [weight for weight in model.body.parameters() if weight.requires_grad]
+
+
+def _set_trainable(weights: list[torch.nn.Parameter], trainable: bool) -> None:
+    for weight in weights:
+        weight.requires_grad_(trainable)
+
+
 def _make_scheduler(
     optimizer: torch.optim.Optimizer, config: ClassifierConfig
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Stepped once per epoch."""
+    """Stepped once per epoch: `warmup_epochs` of linear warm-up (from lr / (warmup + 1)), then `scheduler`."""
+    warmup = min(config.warmup_epochs, config.epochs - 1)
+    main: torch.optim.lr_scheduler.LRScheduler | None = None
     if config.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    if config.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    return None
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs - warmup)
+    elif config.scheduler == "step":
+        main = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    if warmup <= 0:
+        return main
+    rising = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
+    if main is None:
+        return rising
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [rising, main], milestones=[warmup])
 
 
 def _training_targets(train: Dataset) -> torch.Tensor:
@@ -376,39 +419,45 @@ def _train_epoch(
     total_loss, seen = 0.0, 0
     for batch_indices in _batches(rng.permutation(len(images)), config.batch_size):
         batch_indices = np.sort(batch_indices)  # sequential reads from a memory-mapped array; order is moot
-        # Every process augments the whole batch, so all draw what one process would; each trains on its shard.
-        batch = _augment(images[batch_indices], rng, config.flip_augment, config.shift_augment)
-        part = shard(len(batch_indices))
-        indices = batch_indices[part]
+        # Every process augments (and mixes) the whole batch, so all draw what one process would; each trains
+        # on its shard.
+        batch = augment_batch(
+            images[batch_indices], rng, config.flip_augment, config.shift_augment, config.random_erasing
+        )
+        count, height, width, _ = batch.shape
+        mix = draw_mix(rng, config.mixup_alpha, config.cutmix_alpha, count, height, width)
+        inputs = _to_input(batch, device)
+        if mix is not None:
+            inputs = mix.apply(inputs)
+        if config.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        part = shard(count)
+        batch_targets = targets[torch.from_numpy(batch_indices).to(device)]
         with training.precision.autocast():
-            logits = training.network(_to_input(batch[part], device))
-            loss = F.cross_entropy(
-                logits,
-                targets[torch.from_numpy(indices).to(device)],
-                weight=class_weights,
-                label_smoothing=config.label_smoothing,
-            )
-        step_optimizer(loss * shard_weight(len(batch_indices)), training.optimizer, training.scaler)
+            logits = training.network(inputs[part])
+            loss = _batch_loss(logits, batch_targets, part, mix, class_weights, config.label_smoothing)
+        step_optimizer(loss * shard_weight(count), training.optimizer, training.scaler)
         training.scaler.update()
-        total_loss += float(loss.item()) * len(indices)
-        seen += len(indices)
+        shard_size = part.stop - part.start
+        total_loss += float(loss.item()) * shard_size
+        seen += shard_size
         on_batch(float(loss.item()))
     total_loss, seen = sum_over_processes(total_loss, seen)
     return total_loss / seen
 
 
-def _augment(batch: np.ndarray, rng: np.random.Generator, flip: bool, shift: int) -> np.ndarray:
-    """Random horizontal flips and translations of up to `shift` pixels (edges repeated), per image."""
-    count, height, width, _ = batch.shape
-    if flip:
-        flipped = rng.random(count) < 0.5
-        batch[flipped] = batch[flipped, :, ::-1]
-    if shift:
-        padded = np.pad(batch, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
-        rows = rng.integers(0, 2 * shift + 1, count)[:, None] + np.arange(height)
-        columns = rng.integers(0, 2 * shift + 1, count)[:, None] + np.arange(width)
-        batch = padded[np.arange(count)[:, None, None], rows[:, :, None], columns[:, None, :]]
-    return batch
+def _batch_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    part: slice,
+    mix: BatchMix | None,
+    class_weights: torch.Tensor | None,
+    label_smoothing: float,
+) -> torch.Tensor:
+    """Cross-entropy of this process's shard `part` of a batch, against mixed targets when the batch was mixed."""
+    if mix is not None:
+        return mix.loss(logits, targets, part, class_weights, label_smoothing)
+    return F.cross_entropy(logits, targets[part], weight=class_weights, label_smoothing=label_smoothing)
 
 
 def _to_input(batch: np.ndarray, device: torch.device) -> torch.Tensor:
