@@ -71,6 +71,7 @@ def test_diff_augment_keeps_shape_and_gradients() -> None:
 
 def test_training_changes_the_generator_and_writes_a_loadable_checkpoint(faces: Dataset, tmp_path: Path) -> None:
     untrained = train_gan(faces, TINY.model_copy(update={"epochs": 0}), 0, tmp_path / "untrained")
+    assert (tmp_path / "untrained").is_dir()  # the stage's declared DVC output, although nothing trained
     trained = train_gan(faces, TINY, 0, tmp_path / "trained")
     assert any(
         not torch.equal(a, b) for a, b in zip(weights(untrained.generator), weights(trained.generator), strict=True)

@@ -153,6 +153,8 @@ def train_gan(
     units = training_units(train, config)
     arch = architecture(train, config)
     fingerprint = training_fingerprint(train, config, seed)
+    # Made even when nothing will train (epochs 0): DVC expects every declared output, this folder included.
+    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     saved = load_checkpoint(checkpoint_dir, fingerprint)
     run = RunState(checkpoint_dir, fingerprint)
     unit_arch = unit_architecture(arch, config.mode)
