@@ -196,3 +196,13 @@ def test_teachers_trained_ahead_are_the_ones_calibrate_loads(tmp_path: Path, cap
     assert code == 0, output
     assert caplog.text.count("cache hit") == 3 and "not cached" not in caplog.text
     assert sorted(path.name for path in (tmp_path / "teachers").iterdir()) == trained_ahead
+
+
+def test_nothing_generated_trains_no_teacher_but_makes_the_declared_cache_folder(tmp_path: Path) -> None:
+    """A real-only run in a workspace that lacks HEAD's outputs (a fresh clone's queue) must still give DVC
+    every declared output, the teacher cache included."""
+    write_inputs(tmp_path, generated=0)
+    code, output = invoke(tmp_path)
+    assert code == 0, output
+    assert (tmp_path / "teachers").is_dir() and not any((tmp_path / "teachers").iterdir())
+    assert json.loads((tmp_path / "calibrate.json").read_text())["accepted_total"] == 0

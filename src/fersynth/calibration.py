@@ -565,6 +565,8 @@ def calibrate_directories(
     """Read the generated and the aligned real datasets and calibrate; errors name the directory."""
     synthetic = read_dataset(input_dir, classes)
     real = read_dataset(real_dir, classes)
+    # The teacher cache is a declared DVC output: it must exist even when nothing was generated to score.
+    Path(teachers_dir).mkdir(parents=True, exist_ok=True)
     return calibrate(synthetic, real, config, seed, teachers_dir, str(input_dir), str(real_dir))
 
 
