@@ -24,7 +24,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from fersynth.experiments import experiment_ref
+from fersynth.experiments import resolve_revision
 
 TRAIN_DIAGNOSTICS = "metrics/diagnostics/train.json"
 VAL_ACCURACY = "metrics/train_live/plots/metrics/val_accuracy.tsv"
@@ -42,9 +42,7 @@ class Curve:
 
 def resolve(repo: Path, name: str) -> str:
     """A git revision as given, else the experiment ref of that name (refs/exps/<baseline>/<name>)."""
-    if _git(repo, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}") is not None:
-        return name
-    ref = experiment_ref(repo, name)
+    ref = resolve_revision(repo, name)
     if ref is None:
         raise SystemExit(f"{name}: no git revision or experiment of that name")
     return ref

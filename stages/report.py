@@ -14,7 +14,7 @@ import typer
 from fersynth import report
 from fersynth.config import read_yaml_file
 from fersynth.errors import DataError, ParamsError
-from fersynth.experiments import experiment_ref
+from fersynth.experiments import resolve_revision
 from fersynth.io import atomic_directory
 from stages._common import ParamsOption, read_params, stage_command
 
@@ -79,12 +79,10 @@ def metric_paths(pipeline: Any) -> list[str]:
 
 def baseline_metrics(root: Path, revision: str, paths: Sequence[str]) -> dict[str, Any]:
     """Each metrics file as committed at `revision` (`git show`); a file the revision lacks is left out."""
-    if _git(root, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}") is None:
-        # An experiment's name, as `dvc exp run -n` or `fersynth compare` gave it.
-        ref = experiment_ref(root, revision)
-        if ref is None:
-            raise ParamsError(f"--baseline {revision}: neither a git revision nor a DVC experiment of {root.resolve()}")
-        revision = ref
+    resolved = resolve_revision(root, revision)
+    if resolved is None:
+        raise ParamsError(f"--baseline {revision}: neither a git revision nor a DVC experiment of {root.resolve()}")
+    revision = resolved
     committed = {}
     for path in paths:
         text = _git(root, "show", f"{revision}:./{path}")  # ./: relative to root, wherever the git top level is

@@ -112,6 +112,14 @@ def experiment_ref(repo: Path, name: str) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
+def resolve_revision(repo: Path, name: str) -> str | None:
+    """`name` when it is a git commit of `repo`, else the ref of the DVC experiment of that name; None when neither."""
+    verified = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"], cwd=repo, capture_output=True, text=True
+    )
+    return name if verified.returncode == 0 else experiment_ref(repo, name)
+
+
 def failure_log(repo: Path, name: str, tail: int = 30) -> str:
     """The last lines of a failed experiment's log, which names the stage and its error."""
     shown = _dvc(repo, "queue", "logs", name, check=False)
