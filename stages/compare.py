@@ -32,6 +32,7 @@ from fersynth.comparison import (
 from fersynth.errors import FersynthError, ParamsError
 from fersynth.experiments import (
     QueuedRun,
+    answering_workers,
     experiment_results,
     failure_log,
     head_commit,
@@ -149,7 +150,12 @@ def _run_all(
     threads = threads_per_job(jobs)
     typer.echo(f"queued {len(runs)} experiments on {baseline_commit[:7]}; {jobs} at a time, {threads} threads each")
     start_queue(repo, jobs, threads)
-    finished = wait_for(lambda: queue_status(repo), task_ids, lambda name, status: typer.echo(f"  {name}: {status}"))
+    finished = wait_for(
+        lambda: queue_status(repo),
+        task_ids,
+        lambda name, status: typer.echo(f"  {name}: {status}"),
+        lambda: len(answering_workers(repo)),
+    )
     failed = [name for name, status in finished.items() if status != "Success"]
     for name in failed:
         typer.echo(f"\n{name} failed; `dvc queue logs {name}` ends with:\n{failure_log(repo, name)}", err=True)

@@ -21,7 +21,8 @@ from fersynth.comparison import (
     stages_with_changed_params,
     summarise,
 )
-from fersynth.experiments import threads_per_job, wait_for
+from fersynth.errors import FersynthError
+from fersynth.experiments import start_workers_in_turn, threads_per_job, wait_for
 
 from .conftest import REPO_ROOT
 
@@ -137,6 +138,65 @@ def test_waiting_ends_when_every_task_finished_or_left_the_queue() -> None:
         ]
     )
     reported: list[tuple[str, str]] = []
-    finished = wait_for(lambda: next(polls), {"a", "b"}, lambda *pair: reported.append(pair), poll_seconds=0)
+    finished = wait_for(lambda: next(polls), {"a", "b"}, lambda *pair: reported.append(pair), lambda: 1, poll_seconds=0)
     assert finished == {"x-s0": "Success", "y-s0": "Removed"}  # an older task of the same name is not ours
     assert reported == [("x-s0", "Success"), ("y-s0", "Removed")]
+
+
+def test_waiting_on_queued_runs_that_no_worker_will_take_is_an_error_naming_them() -> None:
+    stuck = [{"rev": "a", "name": "x-s0", "status": "Success"}, {"rev": "b", "name": "y-s0", "status": "Queued"}]
+    with pytest.raises(FersynthError, match=r"no DVC queue worker is running.*still queued: y-s0"):
+        wait_for(lambda: stuck, {"a", "b"}, lambda *pair: None, lambda: 0, poll_seconds=0, stall_seconds=0)
+
+
+def test_a_queued_run_behind_a_running_one_is_not_a_stall() -> None:
+    polls = iter(
+        [
+            [{"rev": "a", "name": "x-s0", "status": "Running"}, {"rev": "b", "name": "y-s0", "status": "Queued"}],
+            [{"rev": "a", "name": "x-s0", "status": "Success"}, {"rev": "b", "name": "y-s0", "status": "Success"}],
+        ]
+    )
+    finished = wait_for(lambda: next(polls), {"a", "b"}, lambda *pair: None, lambda: 0, poll_seconds=0, stall_seconds=0)
+    assert finished == {"x-s0": "Success", "y-s0": "Success"}
+
+
+class FakeQueue:
+    """A started worker answers after `answer_after` polls, then takes one waiting task."""
+
+    def __init__(self, tasks: int, answer_after: int) -> None:
+        self.waiting, self.answer_after = tasks, answer_after
+        self.answering_count = 0
+        self.polls_until_answer: int | None = None
+        self.answering_at_each_start: list[int] = []
+
+    def start(self, count: int) -> None:
+        assert count == self.answering_count + 1
+        self.answering_at_each_start.append(self.answering_count)
+        self.polls_until_answer = self.answer_after
+
+    def answering(self) -> int:
+        if self.polls_until_answer == 0:
+            self.answering_count += 1
+            self.waiting = max(0, self.waiting - 1)
+            self.polls_until_answer = None
+        elif self.polls_until_answer is not None:
+            self.polls_until_answer -= 1
+        return self.answering_count
+
+
+def test_each_worker_starts_only_once_the_ones_before_it_answer() -> None:
+    queue = FakeQueue(tasks=5, answer_after=3)
+    started = start_workers_in_turn(queue.start, queue.answering, lambda: queue.waiting, jobs=3, poll_seconds=0)
+    assert started == 3
+    assert queue.answering_at_each_start == [0, 1, 2]  # worker k was started with workers 1..k-1 answering
+
+
+def test_no_more_workers_start_than_there_are_tasks_waiting() -> None:
+    queue = FakeQueue(tasks=1, answer_after=0)
+    started = start_workers_in_turn(queue.start, queue.answering, lambda: queue.waiting, jobs=4, poll_seconds=0)
+    assert started == 1 and queue.answering_at_each_start == [0]
+
+
+def test_a_worker_that_never_answers_is_an_error() -> None:
+    with pytest.raises(FersynthError, match="worker 1 did not answer"):
+        start_workers_in_turn(lambda count: None, lambda: 0, lambda: 2, jobs=2, timeout_seconds=0, poll_seconds=0)

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -305,3 +306,17 @@ def test_compare_runs_two_variants_through_a_two_job_queue(baseline: tuple[Path,
         assert environment["torch_threads"] == max(1, (os.cpu_count() or 1) // 2)
     log = " ".join(_dvc(clone, "queue", "logs", "synthetic-s0").split())
     assert "Running stage 'calibrate'" in log and "teacher (seed 0): cache hit" in log, log[-3000:]
+    assert _workers_still_running(clone, wait_seconds=60) == []
+
+
+def _workers_still_running(repo: Path, wait_seconds: float) -> list[int]:
+    """PIDs of the repo's DVC queue workers that have not exited after `wait_seconds` (an idle worker exits
+    about 10 s after the queue empties); DVC records each worker's exit code beside its PID."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        worker_files = (repo / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.json")
+        records = [json.loads(path.read_text()) for path in worker_files]
+        running = [record["pid"] for record in records if record["returncode"] is None]
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(2)
