@@ -89,7 +89,10 @@ def start_workers_in_turn(
         deadline = time.monotonic() + timeout_seconds
         while answering() < started and waiting_tasks() > 0:
             if time.monotonic() > deadline:
-                raise FersynthError(f"DVC queue worker {started} did not answer within {timeout_seconds:.0f} s")
+                raise FersynthError(
+                    f"DVC queue worker {started} did not answer within {timeout_seconds:.0f} s; "
+                    "`dvc queue status` shows what runs, `dvc queue logs <name>` what a run printed"
+                )
             time.sleep(poll_seconds)
     return started
 
