@@ -32,7 +32,7 @@ from fersynth.comparison import (
 from fersynth.errors import FersynthError, ParamsError
 from fersynth.experiments import (
     QueuedRun,
-    answering_workers,
+    count_answering_workers,
     experiment_results,
     failure_log,
     head_commit,
@@ -154,7 +154,7 @@ def _run_all(
         lambda: queue_status(repo),
         task_ids,
         lambda name, status: typer.echo(f"  {name}: {status}"),
-        lambda: len(answering_workers(repo)),
+        lambda: count_answering_workers(repo),
     )
     failed = [name for name, status in finished.items() if status != "Success"]
     for name in failed:

@@ -66,7 +66,7 @@ def start_queue(repo: Path, jobs: int, threads: int) -> None:
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start_workers_in_turn(
         lambda count: _dvc(repo, "queue", "start", "-j", str(count), extra_env=env),
-        lambda: len(answering_workers(repo)),
+        lambda: count_answering_workers(repo),
         lambda: _count_status(queue_status(repo), "Queued"),
         jobs,
     )
@@ -97,10 +97,10 @@ def start_workers_in_turn(
     return started
 
 
-def answering_workers(repo: Path) -> list[str]:
-    """Names of the DVC queue workers of `repo` that answer a ping."""
+def count_answering_workers(repo: Path) -> int:
+    """How many DVC queue workers of `repo` answer a ping."""
     with Repo(str(repo)) as dvc_repo:
-        return list(dvc_repo.experiments.celery_queue.worker_status())
+        return len(dvc_repo.experiments.celery_queue.worker_status())
 
 
 def queue_status(repo: Path) -> list[dict[str, Any]]:
