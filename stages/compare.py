@@ -15,19 +15,19 @@ from dvc.utils.hydra import apply_overrides
 
 from fersynth.comparison import (
     DEFAULT_VARIANT_NAMES,
+    RESULT_FILES,
     SEED_KEYS,
     Run,
     Summary,
-    extra_set_keys,
-    flatten_metrics,
     gain_verdicts,
     markdown_table,
     plan_runs,
     preset_variants,
-    reported_keys,
+    run_figures,
     select_variants,
     stages_with_changed_params,
     summarise,
+    table_keys,
 )
 from fersynth.errors import FersynthError, ParamsError
 from fersynth.experiments import (
@@ -161,10 +161,10 @@ def _run_all(
         typer.echo(f"\n{name} failed; `dvc queue logs {name}` ends with:\n{failure_log(repo, name)}", err=True)
     if failed:
         raise FersynthError(f"{len(failed)} of {len(runs)} experiments failed: {', '.join(failed)}")
-    per_run = {run.name: experiment_results(repo, baseline_commit, run.name) for run in runs}
+    per_run = {run.name: experiment_results(repo, baseline_commit, run.name, RESULT_FILES) for run in runs}
     _write_jsonl(out.with_suffix(".jsonl"), runs, per_run)
-    flat = {name: flatten_metrics(files["metrics/evaluate.json"]) for name, files in per_run.items()}
-    keys = [*reported_keys(classes), *extra_set_keys(flat.values())]
+    flat = {name: run_figures(files) for name, files in per_run.items()}
+    keys = list(table_keys(classes, flat.values()))
     results: dict[str, list[dict[str, float]]] = {}
     for run in runs:
         results.setdefault(run.variant.name, []).append(flat[run.name])

@@ -17,9 +17,11 @@ from fersynth.comparison import (
     plan_runs,
     preset_variants,
     reported_keys,
+    run_figures,
     select_variants,
     stages_with_changed_params,
     summarise,
+    table_keys,
 )
 from fersynth.errors import FersynthError
 from fersynth.experiments import start_workers_in_turn, threads_per_job, wait_for
@@ -200,3 +202,38 @@ def test_no_more_workers_start_than_there_are_tasks_waiting() -> None:
 def test_a_worker_that_never_answers_is_an_error() -> None:
     with pytest.raises(FersynthError, match="worker 1 did not answer"):
         start_workers_in_turn(lambda count: None, lambda: 0, lambda: 2, jobs=2, timeout_seconds=0, poll_seconds=0)
+
+
+def test_a_run_reports_its_val_teacher_and_cost_figures_beside_the_test_ones() -> None:
+    synthetic = {
+        "metrics/evaluate.json": {
+            **dict.fromkeys(["accuracy", "balanced_accuracy", "macro_f1", "recall_disgust", "recall_happy"], 0.6),
+            "dev": {"accuracy": 0.5},
+        },
+        "metrics/train.json": {"best_val_macro_f1": 0.63, "best_val_accuracy": 0.67, "epochs_reached": 35.5},
+        "metrics/diagnostics/train.json": {"training_seconds": 1800.0, "epochs": 36},
+        "metrics/calibrate.json": {"teacher_val_macro_f1": 0.6},
+    }
+    figures = run_figures(synthetic)
+    assert figures["train_minutes"] == 30.0 and figures["epochs_reached"] == 35.5
+    assert figures["teacher_val_macro_f1"] == 0.6 and figures["best_val_macro_f1"] == 0.63
+    # A real-only run trained no teacher; a run from before epochs_reached was recorded counts its epochs.
+    real_only = synthetic | {
+        "metrics/calibrate.json": {"teacher_val_macro_f1": float("nan")},
+        "metrics/train.json": {"best_val_macro_f1": 0.62, "best_val_accuracy": 0.66},
+    }
+    assert run_figures(real_only)["epochs_reached"] == 36.0
+    keys = table_keys(["disgust", "happy"], [figures])
+    assert keys[-5:] == (
+        "best_val_macro_f1",
+        "best_val_accuracy",
+        "teacher_val_macro_f1",
+        "train_minutes",
+        "epochs_reached",
+    )
+    assert "dev.accuracy" in keys
+    summaries = summarise({"synthetic": [figures], "real-only": [run_figures(real_only)]}, keys)
+    table = markdown_table(summaries, keys).splitlines()
+    assert table[0].endswith("| val macro-F1 | val accuracy | teacher val macro-F1 | train min | epochs |")
+    assert table[2].endswith("| 0.600 ± 0.000 | 30.000 ± 0.000 | 35.500 ± 0.000 |")
+    assert table[3].endswith("| — | 30.000 ± 0.000 | 36.000 ± 0.000 |")

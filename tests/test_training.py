@@ -235,3 +235,64 @@ def test_head_only_epochs_hold_the_body_then_release_it(caplog: pytest.LogCaptur
         assert not all(
             torch.equal(a, b) for a, b in zip(_weights(initial.body), _weights(tuned.model.body), strict=True)
         )
+
+
+class SteppingClock:
+    """Stands in for time.perf_counter: every reading is `step` seconds after the last, so a time budget ends
+    after a known amount of work, however fast this machine is."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_without_a_time_budget_the_epochs_decide(splits: tuple[Dataset, Dataset]) -> None:
+    train, val = splits
+    result = fit_classifier(train, val, LINEAR.model_copy(update={"epochs": 2}), seed=0)
+    assert result.epochs_reached == 2 and not result.stopped_by_budget
+
+
+def test_a_time_budget_stops_training_and_anneals_to_zero_as_it_runs_out(
+    splits: tuple[Dataset, Dataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, val = splits
+    clock = SteppingClock(step=1.0)
+    monkeypatch.setattr("fersynth.training.time.perf_counter", clock)
+    config = LINEAR.model_copy(update={"epochs": 100, "scheduler": "cosine", "time_budget_minutes": 1.0})
+    result = fit_classifier(train, val, config, seed=0)
+    assert result.stopped_by_budget
+    assert 2 < result.epochs_reached < 6 and result.epochs_reached != int(result.epochs_reached)  # cut mid-epoch
+    assert len(result.history) == int(result.epochs_reached) + 1
+    assert sum(result.epoch_seconds) <= 60.0
+    rates = [record.lr for record in result.history]
+    assert rates == sorted(rates, reverse=True) and rates[0] < LINEAR.lr
+    assert rates[-1] < 0.02 * LINEAR.lr  # the cosine reached (nearly) zero when the budget ran out
+    assert result.best_val_macro_f1 > 2 * CHANCE
+
+
+def test_a_time_budget_keeps_warmup_epochs_then_anneals_the_rest(
+    splits: tuple[Dataset, Dataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, val = splits
+    monkeypatch.setattr("fersynth.training.time.perf_counter", SteppingClock(step=1.0))
+    config = LINEAR.model_copy(
+        update={"epochs": 100, "warmup_epochs": 2, "scheduler": "cosine", "time_budget_minutes": 2.0}
+    )
+    rates = [record.lr for record in fit_classifier(train, val, config, seed=0).history]
+    # Warm-up epochs end at 1/3 and 2/3 of the rate (their last batch already sets the next epoch's rate,
+    # epoch 3's full rate at the start of the main phase); then the cosine falls to zero.
+    assert rates[0] == pytest.approx(LINEAR.lr / 3)
+    assert rates[2] > rates[-1] and rates[-1] < 0.02 * LINEAR.lr
+
+
+def test_a_budget_too_small_for_one_epoch_still_trains_a_batch(
+    splits: tuple[Dataset, Dataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, val = splits  # 12 batches an epoch
+    monkeypatch.setattr("fersynth.training.time.perf_counter", SteppingClock(step=60.0))
+    config = LINEAR.model_copy(update={"time_budget_minutes": 0.5})
+    result = fit_classifier(train, val, config, seed=0)
+    assert result.epochs_reached == pytest.approx(1 / 12) and len(result.history) == 1 and result.stopped_by_budget

@@ -9,6 +9,7 @@ and with k-fold once per test fold. This module plans the runs and summarises th
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,28 @@ from fersynth.presets import list_presets, load_preset, preset_overrides, valida
 OVERALL = ("accuracy", "balanced_accuracy", "macro_f1")
 # Classes whose recall leads the table: the rare ones synthetic data is meant to lift.
 RARE_FIRST = ("disgust", "fear")
-COLUMN_TITLES = {"accuracy": "accuracy", "balanced_accuracy": "UAR", "macro_f1": "macro-F1"}
+COLUMN_TITLES = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "UAR",
+    "macro_f1": "macro-F1",
+    "best_val_macro_f1": "val macro-F1",
+    "best_val_accuracy": "val accuracy",
+    "teacher_val_macro_f1": "teacher val macro-F1",
+    "train_minutes": "train min",
+    "epochs_reached": "epochs",
+}
+# What each run cost and how it chose, after the test columns: the val figures that chose the checkpoint
+# (PublicTest on FER2013: a lever is chosen on these, never on the test columns), the teachers' val macro-F1
+# beside the student's, and the train stage's minutes and epochs (equal-cost comparisons under a time budget).
+RUN_KEYS = ("best_val_macro_f1", "best_val_accuracy", "teacher_val_macro_f1", "train_minutes", "epochs_reached")
+# The metrics files a run's figures come from, relative to the repo.
+RESULT_FILES = (
+    "metrics/evaluate.json",
+    "metrics/merge.json",
+    "metrics/calibrate.json",
+    "metrics/train.json",
+    "metrics/diagnostics/train.json",
+)
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,22 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return flat
 
 
+def run_figures(files: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """One run's figures for the table: its test metrics (`flatten_metrics`) and its RUN_KEYS (nan when its files
+    predate them, or when it trained no teacher)."""
+    train = {**files.get("metrics/diagnostics/train.json", {}), **files.get("metrics/train.json", {})}
+    seconds = train.get("training_seconds")
+    found = {
+        "best_val_macro_f1": train.get("best_val_macro_f1"),
+        "best_val_accuracy": train.get("best_val_accuracy"),
+        "teacher_val_macro_f1": files.get("metrics/calibrate.json", {}).get("teacher_val_macro_f1"),
+        "train_minutes": None if seconds is None else float(seconds) / 60.0,
+        "epochs_reached": train.get("epochs_reached", train.get("epochs")),
+    }
+    run_keys = {key: float("nan") if value is None else float(value) for key, value in found.items()}
+    return flatten_metrics(files["metrics/evaluate.json"]) | run_keys
+
+
 def extra_set_keys(runs: Iterable[Mapping[str, float]]) -> tuple[str, ...]:
     """The cross-dataset columns every run has, in the order the first run lists them."""
     runs = list(runs)
@@ -131,6 +169,11 @@ def extra_set_keys(runs: Iterable[Mapping[str, float]]) -> tuple[str, ...]:
         return ()
     shared = set.intersection(*(set(run) for run in runs))
     return tuple(key for key in runs[0] if "." in key and key in shared)
+
+
+def table_keys(classes: Sequence[str], runs: Iterable[Mapping[str, float]]) -> tuple[str, ...]:
+    """The columns of a table of `runs` (run_figures): test figures, extra test sets, then RUN_KEYS."""
+    return (*reported_keys(classes), *extra_set_keys(runs), *RUN_KEYS)
 
 
 @dataclass(frozen=True)
@@ -169,9 +212,14 @@ def markdown_table(summaries: Sequence[Summary], keys: Sequence[str]) -> str:
     header = ["variant", "n", *(column_title(key) for key in keys)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for summary in summaries:
-        cells = [f"{summary.mean[key]:.3f} ± {summary.std[key]:.3f}" for key in keys]
+        cells = [_cell(summary.mean[key], summary.std[key]) for key in keys]
         lines.append("| " + " | ".join([summary.variant, str(summary.runs), *cells]) + " |")
     return "\n".join(lines)
+
+
+def _cell(mean: float, std: float) -> str:
+    """`mean ± std`, or a dash where the figure does not apply (no teacher) or the runs predate it."""
+    return "—" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
 def gain_verdicts(summaries: Sequence[Summary], candidate: str, baseline: str, keys: Sequence[str]) -> list[str]:

@@ -177,6 +177,34 @@ class TrainGanConfig(Section):
     checkpoint_every: int = Field(1, ge=1)  # epochs between resumable checkpoints
 
 
+class TrainEditorConfig(Section):
+    """A StarGAN/GANmut-style expression editor G(face, target expression, intensity), trained from scratch on the
+    real train faces with adversarial, expression-classification and cycle-reconstruction losses."""
+
+    epochs: int = Field(0, ge=0, le=10_000)  # 0: no editor (generate.backend editor then refuses to run)
+    base_channels: int = Field(32, ge=4, le=256)  # width of the generator's first block (doubled when downsampling)
+    residual_blocks: int = Field(3, ge=0, le=12)
+    batch_size: int = Field(32, ge=2)
+    lr_generator: float = Field(1.0e-4, gt=0.0)
+    lr_discriminator: float = Field(1.0e-4, gt=0.0)
+    beta1: float = Field(0.5, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    classification_weight: float = Field(1.0, ge=0.0)  # expression-classification loss of the edits
+    reconstruction_weight: float = Field(10.0, ge=0.0)  # cycle: edited back to the source expression gives the face
+    mask_weight: float = Field(0.1, ge=0.0)  # keeps the attention mask sparse: edit the expression, keep the rest
+    # Each training edit's intensity is drawn from [intensity_min, intensity_max] (GANmut: a fixed intensity
+    # hurts); the editor's condition is intensity × target + (1 − intensity) × source expression.
+    intensity_min: float = Field(0.5, ge=0.0, le=1.0)
+    intensity_max: float = Field(1.0, ge=0.0, le=1.0)
+    images_per_epoch: int = Field(0, ge=0)  # 0: one pass over the train faces; else this many (balanced classes)
+
+    @model_validator(mode="after")
+    def _ordered_intensities(self) -> TrainEditorConfig:
+        if self.intensity_min > self.intensity_max:
+            raise ValueError("train_editor.intensity_min must not exceed train_editor.intensity_max")
+        return self
+
+
 SynthesisBackendName = Literal["gan", "sd_text2img", "sd_img2img"]
 
 DEFAULT_EXPRESSIONS: dict[str, str] = {
@@ -282,7 +310,12 @@ class GenerateConfig(Section):
 class ClassifierConfig(Section):
     arch: Literal["linear", "vgg", "resemotenet", "resnet18"] = "vgg"
     width: int = Field(32, ge=4, le=256)  # vgg only: channels of the first block (doubled per block)
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1)  # with time_budget_minutes: an upper bound
+    # Train for this many minutes of wall time (training plus validation) instead of a fixed number of epochs: the
+    # scheduler anneals by the elapsed share of the budget (after any warm-up epochs), and training stops when it
+    # is spent, so a 30-minute recipe is 30 minutes on any machine and more images per epoch buy fewer epochs.
+    # Not repeatable (the epoch reached depends on the machine's speed); 0 = off: `epochs` alone decides.
+    time_budget_minutes: float = Field(0.0, ge=0.0, le=100_000.0)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1.0e-3, gt=0.0)

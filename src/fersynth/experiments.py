@@ -28,7 +28,6 @@ from dvc.repo import Repo
 from fersynth.errors import FersynthError
 
 # Metrics files read back from each finished experiment (git-tracked in every experiment commit).
-RESULT_FILES = ("metrics/evaluate.json", "metrics/merge.json", "metrics/calibrate.json")
 FINISHED = frozenset({"Success", "Failed"})
 
 
@@ -153,11 +152,11 @@ def wait_for(
     return finished
 
 
-def experiment_results(repo: Path, baseline: str, name: str) -> dict[str, Any]:
-    """The metrics files of the experiment `name` queued on commit `baseline`, by path."""
+def experiment_results(repo: Path, baseline: str, name: str, paths: Sequence[str]) -> dict[str, Any]:
+    """The JSON files `paths` of the experiment `name` queued on commit `baseline`, by path."""
     ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
     results = {}
-    for path in RESULT_FILES:
+    for path in paths:
         shown = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=repo, capture_output=True, text=True)
         if shown.returncode != 0:
             raise FersynthError(f"experiment {name}: {path} not found in {ref} ({shown.stderr.strip()})")

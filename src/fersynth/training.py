@@ -7,6 +7,7 @@ possibly memory-mapped: they are read batch by batch, never converted whole.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,8 @@ class FitResult:
     best_val_accuracy: float
     history: list[EpochRecord]
     epoch_seconds: list[float]  # wall time of each epoch (training, validation, bookkeeping): not repeatable
+    epochs_reached: float  # epochs trained, the last one counted by its share of batches when a budget cut it short
+    stopped_by_budget: bool  # config.time_budget_minutes ran out before config.epochs did
     device: str  # where it trained, e.g. "cpu" or "cuda:0" (rank 0's)
     precision: str  # "fp32", "bf16-amp" or "fp16-amp" (fersynth.device.Precision)
     processes: int  # DistributedDataParallel ranks that trained it together
@@ -96,6 +99,8 @@ class TrainingRun:
             "best_val_macro_f1": self.fit.best_val_macro_f1,
             "best_val_accuracy": self.fit.best_val_accuracy,
             "epochs": len(self.fit.history),
+            "epochs_reached": round(self.fit.epochs_reached, 2),
+            "stopped_by_budget": self.fit.stopped_by_budget,
             "training_seconds": round(sum(self.fit.epoch_seconds), 1),
             "epoch_seconds": [round(seconds, 1) for seconds in self.fit.epoch_seconds],
             "train_images": self.train_images,
@@ -155,7 +160,8 @@ def fit_classifier(
     """Train from scratch (or from resnet18 weights) and keep the epoch with the best val macro-F1.
 
     Targets are `train.soft_labels` when present (soft-target cross-entropy), else the hard labels.
-    Same data, config and seed give the same weights on the same CPU. `device` defaults to a GPU when
+    Same data, config and seed give the same weights on the same CPU, unless `config.time_budget_minutes` makes
+    the wall clock decide when training stops and how the learning rate anneals. `device` defaults to a GPU when
     there is one; there, training runs in mixed precision.
 
     In a process group (fersynth.distributed) every rank draws the same batches and trains on its shard
@@ -174,7 +180,9 @@ def fit_classifier(
     body_weights = _two_phase_body(model, config)
     training = _Training(data_parallel(model, device), optimizer, training_precision(device, config.cpu_bf16))
     seed_torch_per_rank(seed)
-    scheduler = _make_scheduler(optimizer, config)
+    budget = _Budget(config)
+    scheduler = None if budget.active else _make_scheduler(optimizer, config)
+    budget.prepare(optimizer)
     targets = _training_targets(train).to(device)
     class_weights = (
         _balanced_class_weights(targets, len(train.classes)) if config.class_weighting == "balanced" else None
@@ -183,6 +191,7 @@ def fit_classifier(
     epoch_seconds: list[float] = []
     best: EpochRecord | None = None
     best_state: dict[str, torch.Tensor] = {}
+    epochs_reached = 0.0
     logger.info(
         "%s: %s, %d parameters, %d train / %d val images on %s (%s, %d process(es))",
         description,
@@ -196,13 +205,16 @@ def fit_classifier(
     )
     with progress_bar() as bar:
         for epoch in range(1, config.epochs + 1):
+            if budget.out_of_time():
+                break
             if body_weights and epoch in (1, config.head_only_epochs + 1):
                 phase_two = epoch > config.head_only_epochs
                 _set_trainable(body_weights, phase_two)
                 logger.info("%s: %s", description, "body trains too (phase 2)" if phase_two else "head alone (phase 1)")
-            task = bar.add_task(f"{description} {epoch}/{config.epochs}", total=len(batches), status="")
+            title = f"{description} {epoch}/{budget.epochs_text(config.epochs)}"
+            task = bar.add_task(title, total=len(batches), status="")
             started = time.perf_counter()
-            train_loss = _train_epoch(
+            done = _train_epoch(
                 training,
                 train.images,
                 targets,
@@ -210,11 +222,16 @@ def fit_classifier(
                 config,
                 rng,
                 on_batch=lambda loss, task=task: bar.update(task, advance=1, status=f"loss {loss:.3f}"),
+                stop_after_batch=partial(budget.step, optimizer, epoch),
             )
+            train_loss = done.loss
             lr = optimizer.param_groups[-1]["lr"]
+            validation_started = time.perf_counter()
             # Rank 0 alone evaluates, and the others take its record: their batch-norm statistics are not the
             # ones rank 0 saves, so their own scores could pick another best epoch (and other final weights).
             record = computed_on_main_process(partial(_evaluate_epoch, model, val, epoch, train_loss, lr, config))
+            budget.validation_seconds = time.perf_counter() - validation_started
+            epochs_reached = epoch - 1 + done.share
             elapsed = time.perf_counter() - started
             bar.update(task, status=f"loss {train_loss:.3f}  val macro-F1 {record.val_macro_f1:.3f}")
             logger.info("%s epoch %d: %.1f s, %.0f train images/s", description, epoch, elapsed, len(train) / elapsed)
@@ -226,7 +243,8 @@ def fit_classifier(
             if best is None or record.val_macro_f1 > best.val_macro_f1:
                 best = record
                 best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
-    assert best is not None  # epochs >= 1
+            budget.end_of_epoch(epoch)
+    assert best is not None  # epochs >= 1, and a budget is first checked after a batch
     _set_trainable(body_weights, True)  # a run that ended in phase 1 returns a model like any other
     model.load_state_dict(best_state)
     model.eval()
@@ -239,6 +257,8 @@ def fit_classifier(
         best.val_accuracy,
         history,
         epoch_seconds,
+        epochs_reached=epochs_reached,
+        stopped_by_budget=epochs_reached < config.epochs,
         device=str(device),
         precision=training.precision.name,
         processes=world_size(),
@@ -363,6 +383,65 @@ def _make_scheduler(
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [rising, main], milestones=[warmup])
 
 
+class _Budget:
+    """`time_budget_minutes` of wall time, training and validation alike, on rank 0's clock (every process
+    stops after the same batch and sets the same learning rate).
+
+    Warm-up epochs ramp the learning rate as in epoch mode; after them the scheduler runs on the share of the
+    remaining budget spent, stepped after every batch: cosine reaches zero as the budget runs out. An epoch stops
+    early when the rest of the budget would not cover its validation (as long as the last one took).
+    """
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        self.config = config
+        self.seconds = config.time_budget_minutes * 60.0
+        self.active = self.seconds > 0
+        self.started = time.perf_counter()
+        self.main_phase_start = 0.0  # elapsed seconds when warm-up ended
+        self.validation_seconds = 0.0
+        self._elapsed = 0.0  # at the last check
+
+    def epochs_text(self, epochs: int) -> str:
+        return f"{epochs} (or {self.config.time_budget_minutes:g} min)" if self.active else str(epochs)
+
+    def step(self, optimizer: torch.optim.Optimizer, epoch: int) -> bool:
+        """After a batch of `epoch` (from 1): set the learning rate for the next one; True ends the epoch."""
+        if not self.active:
+            return False
+        self._elapsed = computed_on_main_process(lambda: time.perf_counter() - self.started)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * self._factor(epoch)
+        return self.out_of_time()
+
+    def end_of_epoch(self, epoch: int) -> None:
+        if self.active:
+            self._elapsed = computed_on_main_process(lambda: time.perf_counter() - self.started)
+            if epoch == self.config.warmup_epochs:
+                self.main_phase_start = self._elapsed
+
+    def out_of_time(self) -> bool:
+        """Whether what is left of the budget would not cover another validation (never, without a budget)."""
+        return self.active and self._elapsed + self.validation_seconds >= self.seconds
+
+    def _factor(self, epoch: int) -> float:
+        config = self.config
+        if epoch <= config.warmup_epochs:
+            return epoch / (config.warmup_epochs + 1)
+        if config.scheduler == "step":
+            return config.gamma ** ((epoch - 1 - config.warmup_epochs) // config.step_size)
+        if config.scheduler == "none":
+            return 1.0
+        remaining = max(self.seconds - self.main_phase_start, 1e-9)
+        share = min(max((self._elapsed - self.main_phase_start) / remaining, 0.0), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * share))
+
+    def prepare(self, optimizer: torch.optim.Optimizer) -> None:
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            if self.active:
+                group["lr"] = group["initial_lr"] * self._factor(1)
+
+
 def _training_targets(train: Dataset) -> torch.Tensor:
     """Class indexes (N,), or probability rows (N, K) when the dataset carries soft labels."""
     if train.soft_labels is None:
@@ -404,6 +483,12 @@ class _Training:
         self.scaler = self.precision.grad_scaler()
 
 
+@dataclass(frozen=True)
+class _EpochPass:
+    loss: float  # mean training loss over all processes' shards
+    share: float  # of the epoch's batches trained: below 1 when a time budget ended it early
+
+
 def _train_epoch(
     training: _Training,
     images: np.ndarray,
@@ -412,12 +497,15 @@ def _train_epoch(
     config: ClassifierConfig,
     rng: np.random.Generator,
     on_batch: Callable[[float], None],
-) -> float:
-    """One pass in a seeded random order; returns the mean training loss (over all processes' shards)."""
+    stop_after_batch: Callable[[], bool],
+) -> _EpochPass:
+    """One pass in a seeded random order, or its first batches until `stop_after_batch` says stop."""
     training.network.train()
     device = targets.device
     total_loss, seen = 0.0, 0
-    for batch_indices in _batches(rng.permutation(len(images)), config.batch_size):
+    batches = _batches(rng.permutation(len(images)), config.batch_size)
+    trained = 0
+    for batch_indices in batches:
         batch_indices = np.sort(batch_indices)  # sequential reads from a memory-mapped array; order is moot
         # Every process augments (and mixes) the whole batch, so all draw what one process would; each trains
         # on its shard.
@@ -441,9 +529,12 @@ def _train_epoch(
         shard_size = part.stop - part.start
         total_loss += float(loss.item()) * shard_size
         seen += shard_size
+        trained += 1
         on_batch(float(loss.item()))
+        if stop_after_batch():
+            break
     total_loss, seen = sum_over_processes(total_loss, seen)
-    return total_loss / seen
+    return _EpochPass(total_loss / seen, trained / len(batches))
 
 
 def _batch_loss(
