@@ -28,6 +28,7 @@ from fersynth.config import CalibrateConfig, ClassifierConfig
 from fersynth.datasets.format import Dataset
 from fersynth.errors import DataError
 from fersynth.metrics import macro_f1
+from fersynth.training import fit_classifier, predict_proba, save_classifier
 
 from .conftest import make_dataset
 
@@ -346,6 +347,32 @@ def test_mixed_ensemble_trains_one_teacher_per_class_weighting(monkeypatch: pyte
     assert trained_weightings == ["none", "balanced"]  # the default (teacher's own weighting) is a cache hit
     with pytest.raises(ValueError, match="each weighting once"):
         CalibrateConfig(ensemble_class_weightings=["balanced", "balanced"])
+
+
+def test_an_earlier_runs_classifier_is_the_teacher_without_any_training(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    trained = count_training(monkeypatch)
+    real = make_dataset(per_class=6, size=8)
+    train, val = real.split("train"), real.split("val")
+    student = fit_classifier(train, val, TINY_TEACHER, seed=5).model
+    checkpoint = tmp_path / "pretrained" / "fer2013-30min.pt"
+    save_classifier(checkpoint, student, TINY_TEACHER, real.classes, train.images.shape[1:])
+    config = CalibrateConfig(teacher=TINY_TEACHER, ensemble_size=3, teacher_checkpoints=[str(checkpoint)])
+    teachers = load_or_train_teachers(train, val, config, seed=0, cache_dir=tmp_path / "cache")
+    assert trained == [] and len(teachers.models) == 1  # the checkpoints are the ensemble
+    np.testing.assert_allclose(teachers.predict_proba(val.images), predict_proba(student, val.images), atol=1e-6)
+    assert teachers.ensemble_val_macro_f1 == macro_f1(val.labels, predict_proba(student, val.images).argmax(axis=1))
+
+    fewer_classes = replace(train, classes=train.classes[:6], labels=np.minimum(train.labels, 5))
+    with pytest.raises(DataError, match=r"fer2013-30min\.pt: a classifier of classes"):
+        load_or_train_teachers(fewer_classes, val, config, seed=0, cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match=r"missing\.pt"):
+        load_or_train_teachers(
+            train, val, config.model_copy(update={"teacher_checkpoints": [str(tmp_path / "missing.pt")]}), 0, tmp_path
+        )
+    with pytest.raises(ValueError, match="each checkpoint once"):
+        CalibrateConfig(teacher_checkpoints=["a.pt", "a.pt"])
 
 
 def test_calibrate_outputs_and_metrics(tmp_path: Path) -> None:

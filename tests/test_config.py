@@ -7,6 +7,7 @@ import yaml
 
 from fersynth.config import Params, load_params
 from fersynth.errors import ParamsError
+from stages._common import check_tracked_inputs
 
 from .conftest import REPO_ROOT
 
@@ -111,3 +112,15 @@ def test_every_classifier_weights_path_is_an_external_input() -> None:
         ("calibrate.teacher.weights_path", "weights"),
         ("calibrate.judge.weights_path", "weights"),
     ]
+
+
+def test_teacher_checkpoints_are_external_inputs_that_must_live_under_models_pretrained(tmp_path: Path) -> None:
+    params = load_params({"calibrate": {"teacher_checkpoints": ["models/pretrained/a.pt", "models/pretrained/b.pt"]}})
+    assert [given.key for given in params.external_inputs()] == [
+        "calibrate.teacher_checkpoints[0]",
+        "calibrate.teacher_checkpoints[1]",
+    ]
+    check_tracked_inputs(params, repo_root=tmp_path)
+    elsewhere = load_params({"calibrate": {"teacher_checkpoints": ["models/classifier/model.pt"]}})
+    with pytest.raises(ParamsError, match=r"calibrate\.teacher_checkpoints\[0\]: .* is outside models/pretrained/"):
+        check_tracked_inputs(elsewhere, repo_root=tmp_path)

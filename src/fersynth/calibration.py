@@ -5,7 +5,8 @@ Teachers: `ensemble_size` classifiers (seeds seed, seed+1, ...) per class weight
 checkpoint-selected on the real val split; their mean softmax scores every synthetic image. They are
 cached one directory per teacher, keyed on everything that determines its weights (teacher config,
 its seed, the classes, a fingerprint of the real train+val data): a threshold or policy change, or a
-larger ensemble, reuses what is already trained.
+larger ensemble, reuses what is already trained. `teacher_checkpoints` replaces them with classifiers
+an earlier fersynth run trained (its model.pt), so a recipe's strong student can judge for the next.
 
 Policies (`CalibrateConfig.policy`), under the default `threshold` selection:
 - `filter`: keep an image when the teachers' argmax is its intended class and that class's
@@ -416,6 +417,18 @@ def cached_classifier(file: Path, train: Dataset) -> nn.Module | None:
     return loaded.model
 
 
+def pretrained_teacher(file: Path, train: Dataset) -> nn.Module:
+    """A classifier an earlier fersynth run trained (its model.pt), as a teacher for `train`'s classes and images."""
+    loaded = load_classifier(file)
+    if loaded.classes != train.classes or loaded.image_shape != tuple(train.images.shape[1:]):
+        raise DataError(
+            f"{file}: a classifier of classes {list(loaded.classes)} on {loaded.image_shape} (H, W, C) images cannot "
+            f"judge these of classes {list(train.classes)} on {tuple(train.images.shape[1:])}"
+        )
+    log.info("teacher: %s (%s, trained by an earlier run)", file, loaded.config.arch)
+    return loaded.model
+
+
 def load_or_train_teachers(
     train: Dataset, val: Dataset, config: CalibrateConfig, seed: int, cache_dir: Path
 ) -> TeacherEnsemble:
@@ -425,11 +438,14 @@ def load_or_train_teachers(
     remove_staging_of(Path(cache_dir), CACHE_ENTRY_PATTERN)
     first_seed = config.teacher.seed_or(seed)
     fingerprint = data_fingerprint(train, val)
-    models = [
-        load_or_train_classifier(train, val, teacher, first_seed + member, cache_dir, "teacher", fingerprint)
-        for teacher in config.teacher_configs()
-        for member in range(config.ensemble_size)
-    ]
+    if config.teacher_checkpoints:
+        models = [pretrained_teacher(Path(path), train) for path in config.teacher_checkpoints]
+    else:
+        models = [
+            load_or_train_classifier(train, val, teacher, first_seed + member, cache_dir, "teacher", fingerprint)
+            for teacher in config.teacher_configs()
+            for member in range(config.ensemble_size)
+        ]
     val_probas = [predict_proba(model, val.images) for model in models]
     scores = [macro_f1(val.labels, proba.argmax(axis=1)) for proba in val_probas]
     log.info("teacher macro-F1 on real val: %s", ", ".join(f"{score:.3f}" for score in scores))

@@ -367,6 +367,10 @@ class CalibrateConfig(Section):
     # An unweighted teacher rarely predicts a rare class and a balanced one over-predicts it: averaged,
     # they are the better judge of both.
     ensemble_class_weightings: list[Literal["none", "balanced"]] = Field(default_factory=list)
+    # Classifiers from earlier fersynth runs (their models/classifier/model.pt, brought in under models/pretrained/)
+    # that serve as the teachers instead of training any: a recipe's own strong student (e.g. fer2013-30min's)
+    # judges the faces meant to help the next student. Empty: teachers are trained from `teacher`.
+    teacher_checkpoints: list[str] = Field(default_factory=list)
     # A classifier trained on the same real data that takes no part in selection, so the quality of the
     # generated faces is not graded by the model that selected them; null = no judge (saves its training).
     judge: ClassifierConfig | None = None
@@ -381,6 +385,8 @@ class CalibrateConfig(Section):
             raise ValueError("calibrate.quota_per_class must be at least 1 when calibrate.selection is 'quota'")
         if len(set(self.ensemble_class_weightings)) != len(self.ensemble_class_weightings):
             raise ValueError("calibrate.ensemble_class_weightings must list each weighting once")
+        if len(set(self.teacher_checkpoints)) != len(self.teacher_checkpoints) or "" in self.teacher_checkpoints:
+            raise ValueError("calibrate.teacher_checkpoints must list each checkpoint once, none empty")
         return self
 
     def teacher_configs(self) -> list[ClassifierConfig]:
@@ -463,6 +469,10 @@ class Params(Section):
             ExternalInput(f"{key}.weights_path", classifier.weights_path, "weights")
             for key, classifier in classifiers.items()
             if classifier is not None
+        ]
+        inputs += [
+            ExternalInput(f"calibrate.teacher_checkpoints[{index}]", path, "weights")
+            for index, path in enumerate(self.calibrate.teacher_checkpoints)
         ]
         return [given for given in inputs if given.path]
 
