@@ -15,6 +15,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "face_align",
     "augment_offline",
     "train_gan",
+    "train_editor",
     "generate",
     "calibrate",
     "merge",
@@ -29,7 +30,7 @@ TOOL_MODULES: tuple[str, ...] = ("preset", "report", "compare")
 class StageGroup(TyperGroup):
     """Imports a stage's module only when that stage runs.
 
-    Stages pull in torch, torchvision and scikit-learn; importing all nine up front cost about
+    Stages pull in torch, torchvision and scikit-learn; importing all ten up front cost about
     8 s per command, paid by every stage `dvc repro` runs.
     """
 

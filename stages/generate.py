@@ -15,6 +15,7 @@ from stages._common import DiagnosticsOption, ParamsOption, read_params, stage_c
 @stage_command
 def command(
     generator: Annotated[Path, typer.Option("--generator", help="Directory holding generator.pt (train-gan output).")],
+    editor: Annotated[Path, typer.Option("--editor", help="Directory holding editor.pt (train-editor output).")],
     reference: Annotated[
         Path,
         typer.Option(
@@ -34,6 +35,7 @@ def command(
         config=params.generate,
         align=params.face_align,
         generator_dir=generator,
+        editor_dir=editor,
         real=real,
         channels=real.images.shape[3],  # generated faces join these images, so they take their shape
         image_size=real.images.shape[1],

@@ -353,7 +353,7 @@ def test_damaged_gan_resume_checkpoint_is_reported_and_training_restarts(
 def generate_arguments(root: Path) -> list[str]:
     return [
         "generate",
-        *("--generator", str(root / "gan"), "--reference", str(root / "aligned")),
+        *("--generator", str(root / "gan"), "--editor", str(root / "editor"), "--reference", str(root / "aligned")),
         *("--out", str(root / "generated"), "--diagnostics", str(root / "generate.json")),
         *("--grids", str(root / "grids"), "--params", str(root / "params.yaml")),
     ]

@@ -1,4 +1,4 @@
-"""The `fersynth` command group: stages load lazily but all nine are listed and runnable."""
+"""The `fersynth` command group: stages load lazily but all ten are listed and runnable."""
 
 from __future__ import annotations
 

@@ -29,15 +29,15 @@ from fersynth.diffusion.backends import (
     build_text_to_image,
     image_seeds,
 )
-from fersynth.diffusion.blending import (
+from fersynth.diffusion.pipelines import load_pipeline, resolution, torch_dtype
+from fersynth.diffusion.prompts import edit_prompt, text_prompt
+from fersynth.diffusion.tiny import build_tiny_pipeline, save_tiny_pipeline
+from fersynth.editing import (
     aligned_face_box,
     alpha_blend,
     feathered_mask,
     lab_colour_transfer,
 )
-from fersynth.diffusion.pipelines import load_pipeline, resolution, torch_dtype
-from fersynth.diffusion.prompts import edit_prompt, text_prompt
-from fersynth.diffusion.tiny import build_tiny_pipeline, save_tiny_pipeline
 from fersynth.errors import DataError, ParamsError
 from fersynth.faces import Detection
 from fersynth.generation import BACKENDS, BackendInputs, generate_dataset
@@ -68,7 +68,7 @@ def diffusion(model: Path | str, **changes: object) -> DiffusionConfig:
 
 def inputs(config: GenerateConfig, real: Dataset | None = None, channels: int = 1, size: int = 48) -> BackendInputs:
     real = real if real is not None else make_dataset(per_class=6, size=size, channels=channels)
-    return BackendInputs(config, FaceAlignConfig(), Path("unused"), real, channels, size)
+    return BackendInputs(config, FaceAlignConfig(), Path("unused"), Path("unused"), real, channels, size)
 
 
 # --- the tiny pipeline and loading ---------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_an_edit_keeps_its_source_outside_the_face(tiny_dir: Path) -> None:
     samples = backend.sample(real.classes.index("angry"), 2, seed=0)
     row = {image_id: index for index, image_id in enumerate(real.ids)}
     sources = real.images[[row[origin] for origin in samples.origins]]
-    outside = backend.mask == 0
+    outside = backend.sources.mask == 0
     np.testing.assert_array_equal(samples.images[:, outside], sources[:, outside])
     assert not np.array_equal(samples.images, sources)
 

@@ -32,6 +32,7 @@ def invoke(tmp_path: Path, **generate: object) -> tuple[int, str]:
     arguments = [
         "generate",
         "--generator", str(tmp_path / "gan"),
+        "--editor", str(tmp_path / "editor"),
         "--reference", str(tmp_path / "aligned"),
         "--out", str(tmp_path / "generated"),
         "--diagnostics", str(tmp_path / "generate.json"),

@@ -63,6 +63,7 @@ def test_the_issues_presets_are_all_there() -> None:
         "warrier-resnet18-dcgan",
         "synfer-calibrated",
         "fer2013-30min",
+        "fer2013-30min-gan",
         "fer2013-gan-calibrated",
     }
 

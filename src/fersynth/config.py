@@ -186,7 +186,9 @@ class TrainEditorConfig(Section):
     residual_blocks: int = Field(3, ge=0, le=12)
     batch_size: int = Field(32, ge=2)
     lr_generator: float = Field(1.0e-4, gt=0.0)
-    lr_discriminator: float = Field(1.0e-4, gt=0.0)
+    # D 4x G (as SAGAN): at 1e-4 the cycle loss closed the attention mask before D told expressions apart, and
+    # the editor learned to return its input unchanged.
+    lr_discriminator: float = Field(4.0e-4, gt=0.0)
     beta1: float = Field(0.5, ge=0.0, lt=1.0)
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
     classification_weight: float = Field(1.0, ge=0.0)  # expression-classification loss of the edits
@@ -205,7 +207,7 @@ class TrainEditorConfig(Section):
         return self
 
 
-SynthesisBackendName = Literal["gan", "sd_text2img", "sd_img2img"]
+SynthesisBackendName = Literal["gan", "sd_text2img", "sd_img2img", "editor"]
 
 DEFAULT_EXPRESSIONS: dict[str, str] = {
     "angry": "an angry face, furrowed brows, glaring eyes, tightly pressed lips",
@@ -263,13 +265,23 @@ class DiffusionConfig(Section):
 
 
 class EditConfig(Section):
-    """sd_img2img: real training faces of `source_classes` edited toward each target expression."""
+    """sd_img2img and editor: real training faces of `source_classes` edited toward each target expression."""
 
     source_classes: list[str] = Field(default_factory=lambda: ["neutral"])
-    prompt: str = "a close-up portrait photo of a person with {expression}"
-    strength: float = Field(0.6, gt=0.0, le=1.0)  # share of the denoising redone: 1 ignores the source
+    prompt: str = "a close-up portrait photo of a person with {expression}"  # sd_img2img
+    strength: float = Field(0.6, gt=0.0, le=1.0)  # sd_img2img: share of the denoising redone (1 ignores the source)
     colour_transfer: bool = True  # match the edit's LAB mean/std to the source face's
     feather: float = Field(0.15, ge=0.0, le=0.5)  # width of the mask's soft edge, as a share of the face box
+    # editor: each edit's intensity is drawn from this range (GANmut: one fixed intensity hurts); 1 = the full
+    # target expression, 0 = the source face as it is.
+    intensity_min: float = Field(0.6, ge=0.0, le=1.0)
+    intensity_max: float = Field(1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered_intensities(self) -> EditConfig:
+        if self.intensity_min > self.intensity_max:
+            raise ValueError("generate.edit.intensity_min must not exceed generate.edit.intensity_max")
+        return self
 
     @field_validator("source_classes")
     @classmethod
@@ -395,11 +407,13 @@ class CalibrateConfig(Section):
         return [self.teacher.model_copy(update={"class_weighting": weighting}) for weighting in weightings]
 
 
-MergeSource = Literal["real", "offline", "gan", "diffusion", "edit"]
+MergeSource = Literal["real", "offline", "gan", "diffusion", "edit", "editor"]
 
 
 class MergeConfig(Section):
-    sources: list[MergeSource] = Field(default_factory=lambda: ["real", "offline", "gan", "diffusion", "edit"])
+    sources: list[MergeSource] = Field(
+        default_factory=lambda: ["real", "offline", "gan", "diffusion", "edit", "editor"]
+    )
     policy: Literal["all", "balance_to_max", "per_class", "max_synthetic_share"] = "balance_to_max"
     per_class: int = Field(0, ge=0)  # used by policy=per_class
     max_synthetic_share: float = Field(0.5, ge=0.0, le=1.0)  # used by policy=max_synthetic_share
@@ -407,7 +421,9 @@ class MergeConfig(Section):
     @model_validator(mode="after")
     def _usable_policy(self) -> MergeConfig:
         if not self.sources or len(set(self.sources)) != len(self.sources):
-            raise ValueError("merge.sources must list at least one of real, offline, gan, diffusion, edit, each once")
+            raise ValueError(
+                "merge.sources must list at least one of real, offline, gan, diffusion, edit, editor, each once"
+            )
         if self.policy == "per_class" and self.per_class == 0:
             raise ValueError("merge.per_class must be at least 1 when merge.policy is 'per_class'")
         return self
@@ -447,6 +463,7 @@ class Params(Section):
     face_align: FaceAlignConfig = Field(default_factory=FaceAlignConfig)
     augment_offline: AugmentOfflineConfig = Field(default_factory=AugmentOfflineConfig)
     train_gan: TrainGanConfig = Field(default_factory=TrainGanConfig)
+    train_editor: TrainEditorConfig = Field(default_factory=TrainEditorConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
     merge: MergeConfig = Field(default_factory=MergeConfig)

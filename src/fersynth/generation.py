@@ -22,8 +22,10 @@ from typing import Protocol
 
 import numpy as np
 
-from fersynth.config import FaceAlignConfig, GenerateConfig, SynthesisBackendName
+from fersynth.config import EditConfig, FaceAlignConfig, GenerateConfig, SynthesisBackendName
 from fersynth.datasets.format import Dataset, concatenate
+from fersynth.editing import SourceFaces, check_source_classes, source_face_margin
+from fersynth.editor import EDITOR_FILE, load_editor
 from fersynth.errors import DataError, ParamsError
 from fersynth.gan.generator import GENERATOR_FILE, load_generator
 from fersynth.io import atomic_write_bytes
@@ -71,6 +73,7 @@ class BackendInputs:
     config: GenerateConfig
     align: FaceAlignConfig  # how generated photos are aligned, exactly like real ones
     generator_dir: Path  # train-gan output
+    editor_dir: Path  # train-editor output
     real: Dataset  # aligned real images: editing starts from their train split
     channels: int  # of the real images the generated ones join
     image_size: int
@@ -100,6 +103,46 @@ def _gan(inputs: BackendInputs) -> SynthesisBackend:
     return backend
 
 
+class EditorBackend:
+    """The expression editor of the train-editor stage: real train faces of `generate.edit.source_classes` moved
+    toward each class at an intensity drawn per image from the edit range, then put back onto their source
+    (LAB colour transfer and a feathered blend, fersynth.editing). Each image's origin is its source face."""
+
+    source = "editor"
+
+    def __init__(self, editor_dir: Path, real: Dataset, edit: EditConfig, face_margin: float) -> None:
+        self._editor = load_editor(Path(editor_dir) / EDITOR_FILE)
+        self.classes = self._editor.classes
+        self.image_shape = self._editor.image_shape
+        self.edit = edit
+        height, _, channels = self.image_shape
+        self.sources = SourceFaces(real, edit, height, channels, face_margin)
+
+    def sample(self, class_index: int, count: int, seed: int) -> Samples:
+        picks = self.sources.pick(class_index, count, seed)
+        if not len(picks):
+            return Samples.drawn(np.zeros((0, *self.image_shape), dtype=np.uint8))
+        # Its own stream: the intensities do not shift which faces `pick` draws.
+        intensities = np.random.default_rng([seed, 1]).uniform(
+            self.edit.intensity_min, self.edit.intensity_max, len(picks)
+        )
+        faces, labels = self.sources.pool.images[picks], self.sources.pool.labels[picks]
+        edits = self._editor.edit(faces, labels, class_index, intensities.astype(np.float32))
+        return Samples(self.sources.onto_sources(edits, picks), self.sources.origins(picks))
+
+
+def _editor(inputs: BackendInputs) -> SynthesisBackend:
+    check_source_classes(inputs.config.edit, inputs.real.classes)
+    if not (inputs.editor_dir / EDITOR_FILE).is_file():
+        raise ParamsError(
+            f"generate.backend editor: {inputs.editor_dir} holds no trained editor ({EDITOR_FILE}); "
+            "set train_editor.epochs above 0 (the ganmut-editing preset does)"
+        )
+    backend = EditorBackend(inputs.editor_dir, inputs.real, inputs.config.edit, source_face_margin(inputs.align))
+    check_reference_shape(backend, inputs.real.images.shape[1:], inputs.editor_dir)
+    return backend
+
+
 def _lazy(module: str, factory: str) -> Callable[[BackendInputs], SynthesisBackend]:
     def build(inputs: BackendInputs) -> SynthesisBackend:
         built: SynthesisBackend = getattr(importlib.import_module(module), factory)(inputs)
@@ -112,6 +155,7 @@ BACKENDS: Mapping[SynthesisBackendName, Callable[[BackendInputs], SynthesisBacke
     "gan": _gan,
     "sd_text2img": _lazy("fersynth.diffusion.backends", "build_text_to_image"),
     "sd_img2img": _lazy("fersynth.diffusion.backends", "build_expression_edit"),
+    "editor": _editor,
 }
 
 
@@ -161,7 +205,7 @@ def check_reference_shape(backend: SynthesisBackend, reference_shape: tuple[int,
         made, real = ("×".join(map(str, shape)) for shape in (backend.image_shape, reference_shape))
         raise DataError(
             f"{source}: the generator makes {made} (H×W×C) images but the real images are {real}; "
-            "rerun train-gan after changing common.image_size or common.channels"
+            "rerun train-gan (or train-editor) after changing common.image_size or common.channels"
         )
 
 

@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from fersynth.config import MergeConfig
-from fersynth.datasets.format import MANIFEST_FILE, SYNTHETIC_SOURCES, Dataset, concatenate, read_dataset
+from fersynth.datasets.format import (
+    EDITED_SOURCES,
+    MANIFEST_FILE,
+    SYNTHETIC_SOURCES,
+    Dataset,
+    concatenate,
+    read_dataset,
+)
 from fersynth.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -229,7 +236,7 @@ def _usable_pools(
         check_origins(real, listed[OFFLINE], f"{names[OFFLINE]}/{MANIFEST_FILE}", allow_unknown=False)
     if SYNTHETIC in listed:
         where = f"{names[SYNTHETIC]}/{MANIFEST_FILE}"
-        edits = listed[SYNTHETIC].sources == "edit"
+        edits = np.isin(listed[SYNTHETIC].sources.astype(str), EDITED_SOURCES)
         # An edit is a real face changed: it must name its real training source, never a made-up one.
         check_origins(real, listed[SYNTHETIC].subset(edits), where, allow_unknown=False)
         check_origins(real, _claims_an_origin(listed[SYNTHETIC].subset(~edits)), where, allow_unknown=True)

@@ -27,7 +27,9 @@ PREVIEW_FILE = "preview.png"
 SOFT_LABELS_FILE = "soft_labels.npy"
 MANIFEST_COLUMNS = ("index", "id", "label", "split", "source", "origin", "intended_label", "confidence")
 SPLITS = ("train", "val", "test")
-SYNTHETIC_SOURCES = ("gan", "diffusion", "edit")  # gan: GAN samples; diffusion: text-to-image; edit: edited real faces
+# gan: GAN samples; diffusion: text-to-image; edit: real faces edited by img2img; editor: by the trained editor
+SYNTHETIC_SOURCES = ("gan", "diffusion", "edit", "editor")
+EDITED_SOURCES = ("edit", "editor")  # real faces changed: each must name the real training face it came from
 SOURCES = ("real", "offline", *SYNTHETIC_SOURCES)
 NO_LABEL = -1
 NPY_SIGNATURE = b"\x93NUMPY"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,9 +21,9 @@ from diffusers import DiffusionPipeline
 
 from fersynth.config import DiffusionConfig, EditConfig, FaceAlignConfig
 from fersynth.datasets.format import Dataset
-from fersynth.diffusion.blending import aligned_face_box, alpha_blend, feathered_mask, lab_colour_transfer
 from fersynth.diffusion.pipelines import Task, load_pipeline, resolution
 from fersynth.diffusion.prompts import edit_prompt, text_prompt
+from fersynth.editing import SourceFaces, check_source_classes, source_face_margin
 from fersynth.errors import ParamsError
 from fersynth.faces import align_dataset, resize_images
 from fersynth.generation import BackendInputs, Samples
@@ -117,11 +116,8 @@ def _photo_dataset(photos: np.ndarray, class_index: int, classes: tuple[str, ...
 
 
 class ExpressionEditBackend(DiffusionBackend):
-    """Real training faces of the source classes, edited toward a target expression and blended back.
-
-    The pool holds only real train-split rows, so no validation or test face (or derivative) is edited
-    into training data; each image's origin is its source face's id, which merge's leakage guard checks.
-    """
+    """Real training faces of the source classes (fersynth.editing), edited toward a target expression by
+    img2img and blended back onto their source."""
 
     source = "edit"
 
@@ -137,37 +133,18 @@ class ExpressionEditBackend(DiffusionBackend):
     ) -> None:
         super().__init__(pipe, config, real.classes, image_size, channels)
         self.edit = edit
-        source_labels = [real.classes.index(name) for name in edit.source_classes]
-        in_pool = (real.splits == "train") & (real.sources == "real") & np.isin(real.labels, source_labels)
-        pool = real.subset(in_pool)
-        self.pool = replace(pool, images=resize_images(pool.images, image_size, channels))  # as the edits come out
-        box = aligned_face_box(image_size, face_margin)
-        self.mask = feathered_mask(image_size, image_size, box, edit.feather)
+        self.sources = SourceFaces(real, edit, image_size, channels, face_margin)
 
     def sample(self, class_index: int, count: int, seed: int) -> Samples:
-        candidates = np.flatnonzero(self.pool.labels != class_index)
-        if not len(candidates):
-            log.warning(
-                "edit: no real training face of %s other than %s to edit into %s; nothing generated",
-                self.edit.source_classes,
-                self.classes[class_index],
-                self.classes[class_index],
-            )
+        picks = self.sources.pick(class_index, count, seed)
+        if not len(picks):
             return Samples.drawn(np.zeros((0, *self.image_shape), dtype=np.uint8))
-        picks = np.random.default_rng(seed).choice(candidates, size=count, replace=count > len(candidates))
-        sources = self.pool.images[picks]
-        start = resize_images(sources, self.resolution, 3).astype(np.float32) / 255.0  # diffusers reads [0, 1]
-        prompt = edit_prompt(self.edit, self.config, self.classes[class_index])
-        edits = self.paint([prompt] * count, image_seeds(seed, count), start, strength=self.edit.strength)
+        start = resize_images(self.sources.pool.images[picks], self.resolution, 3).astype(np.float32) / 255.0
+        prompt = edit_prompt(self.edit, self.config, self.classes[class_index])  # diffusers reads [0, 1] above
+        edits = self.paint([prompt] * len(picks), image_seeds(seed, len(picks)), start, strength=self.edit.strength)
         size, _, channels = self.image_shape
-        edits = resize_images(edits, size, channels)
-        faces = [self._onto_source(edit, source) for edit, source in zip(edits, sources, strict=True)]
-        return Samples(np.stack(faces), self.pool.ids[picks].astype(object))
-
-    def _onto_source(self, edit: np.ndarray, source: np.ndarray) -> np.ndarray:
-        if self.edit.colour_transfer:
-            edit = lab_colour_transfer(edit, source)
-        return alpha_blend(edit, source, self.mask)
+        faces = self.sources.onto_sources(resize_images(edits, size, channels), picks)
+        return Samples(faces, self.sources.origins(picks))
 
 
 def build_text_to_image(inputs: BackendInputs) -> TextToImageBackend:
@@ -182,20 +159,14 @@ def build_expression_edit(inputs: BackendInputs) -> ExpressionEditBackend:
     diffusion, edit = inputs.config.diffusion, inputs.config.edit
     for name in inputs.real.classes:  # a class without an expression, or a bad template, fails before drawing
         edit_prompt(edit, diffusion, name)
-    unknown = [name for name in edit.source_classes if name not in inputs.real.classes]
-    if unknown:
-        raise ParamsError(
-            f"generate.edit.source_classes names {unknown[0]!r}, which is not in common.classes "
-            f"{list(inputs.real.classes)}"
-        )
+    check_source_classes(edit, inputs.real.classes)
     if int(diffusion.steps * edit.strength) < 1:  # img2img runs steps × strength denoising steps
         raise ParamsError(
             f"generate.diffusion.steps × generate.edit.strength = {diffusion.steps} × {edit.strength} "
             "leaves no denoising step: raise either"
         )
-    # An aligned crop has the face box plus a margin; a pre-cropped face (detector none) fills its image.
-    margin = inputs.align.margin if inputs.align.detector != "none" else 0.0
     pipe = _pipeline(diffusion, "img2img")
+    margin = source_face_margin(inputs.align)
     return ExpressionEditBackend(pipe, diffusion, edit, inputs.real, margin, inputs.image_size, inputs.channels)
 
 

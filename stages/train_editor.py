@@ -1,0 +1,58 @@
+"""Train the expression editor (generate.backend editor) on the real train faces; save it, its curves and samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fersynth.datasets.format import read_dataset
+from fersynth.device import resolve_device
+from fersynth.editor import EDITOR_FILE, train_editor
+from fersynth.editor.samples import grid_faces
+from fersynth.io import atomic_directory, atomic_write_bytes
+from fersynth.live import open_live
+from fersynth.preview import placeholder_png
+from stages._common import (
+    DiagnosticsOption,
+    ParamsOption,
+    execution_settings,
+    read_params,
+    stage_command,
+    write_stage_metrics,
+)
+
+
+@stage_command
+def command(
+    input_dir: Annotated[
+        Path, typer.Option("--input", help="Aligned dataset; only its real train faces train the editor.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help=f"Directory for {EDITOR_FILE} (empty when train_editor.epochs is 0).")
+    ],
+    diagnostics: DiagnosticsOption,
+    live: Annotated[Path, typer.Option("--live", help="dvclive directory for per-epoch loss curves.")],
+    samples: Annotated[
+        Path, typer.Option("--samples", help="PNG grid: real faces (rows) edited toward every class (columns).")
+    ],
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    params = read_params(params_path)
+    config, seed = params.train_editor, params.common.seed
+    real = read_dataset(input_dir, params.common.classes)
+    if config.epochs == 0:
+        with atomic_directory(out):
+            pass  # declared DVC outputs: present, and empty
+        live.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(samples, placeholder_png("no editor trained (train_editor.epochs: 0)"))
+        write_stage_metrics("train-editor", {"epochs": 0}, diagnostics)
+        return
+    # The editor trains in one process: DDP is not worth it at its size (execution `processes` is not used).
+    with open_live(live) as curves:
+        result = train_editor(real, config, seed, curves, device=resolve_device(execution_settings().device))
+    with atomic_directory(out) as staging:
+        result.editor.save(staging / EDITOR_FILE)
+    atomic_write_bytes(samples, result.editor.sample_grid(*grid_faces(real)))
+    write_stage_metrics("train-editor", result.metrics(), diagnostics, record_environment=True)
