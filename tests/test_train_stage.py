@@ -22,6 +22,8 @@ METRIC_KEYS = {
     "best_val_macro_f1",
     "best_val_accuracy",
     "epochs",
+    "epochs_reached",
+    "stopped_by_budget",
     "training_seconds",
     "epoch_seconds",
     "train_images",
@@ -69,7 +71,9 @@ def test_train_writes_model_metrics_and_curves(workdir: Path) -> None:
     assert set(metrics) == METRIC_KEYS | {"environment"}
     assert metrics["environment"]["torch_threads"] == torch.get_num_threads()
     headline = json.loads((workdir / "model_headline.json").read_text())
-    assert headline == {key: metrics[key] for key in ("best_epoch", "best_val_macro_f1", "best_val_accuracy")}
+    headline_keys = ("best_epoch", "best_val_macro_f1", "best_val_accuracy", "epochs_reached")
+    assert headline == {key: metrics[key] for key in headline_keys}
+    assert metrics["epochs_reached"] == 2 and metrics["stopped_by_budget"] is False
     assert metrics["epochs"] == 2 and metrics["train_images"] == 14 and metrics["val_images"] == 14
     assert len(metrics["epoch_seconds"]) == 2 and metrics["training_seconds"] == pytest.approx(
         sum(metrics["epoch_seconds"]), abs=0.1

@@ -34,7 +34,7 @@ HEADLINE_KEYS: Mapping[str, tuple[str, ...]] = {
         "quality_*_memorised_share",
     ),
     "merge": ("synthetic_share",),
-    "train": ("best_epoch", "best_val_accuracy", "best_val_macro_f1"),
+    "train": ("best_epoch", "best_val_accuracy", "best_val_macro_f1", "epochs_reached"),
     # Extra (cross-dataset) test sets nest the same keys under their names.
     "evaluate": ("accuracy", "balanced_accuracy", "macro_f1", "recall_*"),
 }
