@@ -23,6 +23,9 @@ from stages._common import (
     write_stage_metrics,
 )
 
+NO_EDITOR_FILE = "NO_EDITOR.txt"
+NO_EDITOR_TEXT = "no editor trained: train_editor.epochs is 0\n"
+
 
 @stage_command
 def command(
@@ -42,11 +45,12 @@ def command(
     params = read_params(params_path)
     config, seed = params.train_editor, params.common.seed
     real = read_dataset(input_dir, params.common.classes)
-    if config.epochs == 0:
-        with atomic_directory(out):
-            pass  # declared DVC outputs: present, and empty
-        live.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(samples, placeholder_png("no editor trained (train_editor.epochs: 0)"))
+    if config.epochs == 0:  # declared DVC outputs all the same, each saying why it holds no editor
+        with atomic_directory(out) as staging:
+            (staging / NO_EDITOR_FILE).write_text(NO_EDITOR_TEXT)
+        with open_live(live):
+            pass
+        atomic_write_bytes(samples, placeholder_png(NO_EDITOR_TEXT.strip()))
         write_stage_metrics("train-editor", {"epochs": 0}, diagnostics)
         return
     # The editor trains in one process: DDP is not worth it at its size (execution `processes` is not used).
