@@ -53,7 +53,8 @@ SHRUNK = {
         "quota_per_class": 20,
         "confidence_floor": 0.0,
     },
-    "train": {"epochs": 1},
+    # One epoch left the classifier predicting one class on some CPUs, so a changed train param moved no metric.
+    "train": {"epochs": 3},
 }
 # Produced by the pipeline (the real repo commits them as its baseline); the copy makes its own.
 NOT_COPIED = ("dvc.lock", "metrics/")

@@ -27,7 +27,6 @@ from dvc.repo import Repo
 
 from fersynth.errors import FersynthError
 
-# Metrics files read back from each finished experiment (git-tracked in every experiment commit).
 FINISHED = frozenset({"Success", "Failed"})
 
 
