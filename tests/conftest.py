@@ -36,6 +36,19 @@ def shared_file(name: str) -> Path:
     return path
 
 
+class RecordingLive:
+    """Stands in for dvclive.Live: keeps what would be logged."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, float]] = [{}]
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.steps[-1][name] = value
+
+    def next_step(self) -> None:
+        self.steps.append({})
+
+
 def make_dataset(per_class: int = 6, size: int = 48, channels: int = 1, seed: int = 0) -> Dataset:
     """A tiny labelled dataset whose classes differ in mean brightness (learnable in a few steps)."""
     rng = np.random.default_rng(seed)

@@ -25,20 +25,9 @@ from fersynth.errors import DataError
 from fersynth.preview import LABEL_WIDTH, TITLE_HEIGHT
 from fersynth.torch_files import save_torch_file
 
+from .conftest import RecordingLive
+
 TINY = TrainEditorConfig(epochs=2, base_channels=4, residual_blocks=1, batch_size=4, images_per_epoch=12)
-
-
-class RecordingLive:
-    """Stands in for dvclive.Live: keeps what would be logged."""
-
-    def __init__(self) -> None:
-        self.steps: list[dict[str, float]] = [{}]
-
-    def log_metric(self, name: str, value: float) -> None:
-        self.steps[-1][name] = value
-
-    def next_step(self) -> None:
-        self.steps.append({})
 
 
 def dark_and_bright(

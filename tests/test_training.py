@@ -12,6 +12,7 @@ import torch
 
 from fersynth.config import ClassifierConfig
 from fersynth.datasets.format import Dataset
+from fersynth.device import training_precision
 from fersynth.errors import DataError
 from fersynth.models import build_classifier
 from fersynth.seeding import seed_everything
@@ -23,7 +24,7 @@ from fersynth.training import (
     save_classifier,
 )
 
-from .conftest import make_dataset
+from .conftest import RecordingLive, make_dataset
 
 LINEAR = ClassifierConfig(arch="linear", epochs=20, batch_size=8, lr=0.05, scheduler="none")
 CHANCE = 1 / 7
@@ -34,19 +35,6 @@ def splits() -> tuple[Dataset, Dataset]:
     """Classes differ in brightness; 80 training and 40 validation images of 12×12."""
     dataset = make_dataset(per_class=20, size=12)
     return dataset.subset(dataset.splits != "val"), dataset.split("val")
-
-
-class RecordingLive:
-    """Stands in for dvclive.Live: keeps what would be logged."""
-
-    def __init__(self) -> None:
-        self.steps: list[dict[str, float]] = [{}]
-
-    def log_metric(self, name: str, value: float) -> None:
-        self.steps[-1][name] = value
-
-    def next_step(self) -> None:
-        self.steps.append({})
 
 
 def test_fit_learns_above_chance_and_logs_each_epoch(splits: tuple[Dataset, Dataset]) -> None:
@@ -180,7 +168,8 @@ def test_fit_with_mixing_erasing_and_channels_last_learns_and_repeats(splits: tu
     assert [record.train_loss for record in plain.history] != [record.train_loss for record in first.history]
 
 
-def test_cpu_bf16_trains_in_mixed_precision() -> None:
+def test_cpu_bf16_trains_in_mixed_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fersynth.device.cpu_computes_bf16", lambda: True)  # emulated, slowly, where it is not
     dataset = make_dataset(per_class=3, size=16)
     train, val = dataset.subset(dataset.splits != "val"), dataset.split("val")
     vgg = ClassifierConfig(arch="vgg", width=4, epochs=2, batch_size=4, cpu_bf16=True, channels_last=True)
@@ -188,6 +177,15 @@ def test_cpu_bf16_trains_in_mixed_precision() -> None:
     assert result.precision == "bf16-amp"
     assert all(np.isfinite(record.train_loss) for record in result.history)
     assert next(result.model.parameters()).dtype == torch.float32  # autocast computes in bf16, weights stay fp32
+
+
+def test_cpu_bf16_falls_back_to_fp32_where_the_cpu_has_no_bf16(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("fersynth.device.cpu_computes_bf16", lambda: False)
+    assert training_precision(torch.device("cpu"), cpu_bf16=True).name == "fp32"
+    assert "has no bf16 units" in caplog.text and "training in fp32" in caplog.text
+    assert training_precision(torch.device("cpu"), cpu_bf16=False).name == "fp32"
 
 
 @pytest.mark.parametrize(

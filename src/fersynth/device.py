@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from fersynth.errors import ParamsError
+
+log = logging.getLogger(__name__)
 
 
 def default_device() -> torch.device:
@@ -54,10 +57,23 @@ class Precision:
         return torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16)
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX512-BF16, AMX). Elsewhere bf16 autocast is emulated: on an
+    AVX2 CPU one FER2013 epoch of VGG width 32 took over 6 minutes, against 44 s in bf16 on an AVX512-BF16 one."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def training_precision(device: torch.device, cpu_bf16: bool = False) -> Precision:
     """Mixed precision on a GPU (bf16 where it has it, else fp16); on the CPU fp32, or bf16 autocast when asked
-    (`cpu_bf16`: faster only where the CPU computes in bf16, e.g. AVX512-BF16 or AMX)."""
+    (`cpu_bf16`) and the CPU computes in bf16: elsewhere it would be slower, so fp32 is used, with a warning."""
     if device.type != "cuda":
+        if cpu_bf16 and not cpu_computes_bf16():
+            log.warning(
+                "cpu_bf16: this CPU (%s) has no bf16 units, where bf16 is several times slower than fp32: "
+                "training in fp32",
+                torch.backends.cpu.get_cpu_capability(),
+            )
+            cpu_bf16 = False
         return Precision("bf16-amp", device.type, torch.bfloat16) if cpu_bf16 else Precision("fp32", device.type, None)
     if torch.cuda.is_bf16_supported():
         return Precision("bf16-amp", device.type, torch.bfloat16)
