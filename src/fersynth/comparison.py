@@ -194,10 +194,17 @@ def summarise(results: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequen
                 variant=variant,
                 runs=len(runs),
                 mean={key: statistics.fmean(values) for key, values in columns.items()},
-                std={key: statistics.stdev(values) if len(values) > 1 else 0.0 for key, values in columns.items()},
+                std={key: _spread(values) for key, values in columns.items()},
             )
         )
     return summaries
+
+
+def _spread(values: Sequence[float]) -> float:
+    """Sample std; 0 for one run; nan where a run has no such figure (statistics.stdev fails on nan)."""
+    if any(math.isnan(value) for value in values):
+        return float("nan")
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def column_title(key: str) -> str:
