@@ -10,8 +10,9 @@ import io
 import pickle
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -26,6 +27,8 @@ UNREADABLE = (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueErro
 # type (TypeError, ValueError) or size (IndexError), weights of another architecture (load_state_dict's RuntimeError).
 MISFIT = (KeyError, TypeError, ValueError, IndexError, RuntimeError)
 LONGEST_REASON = 300  # characters of an exception's message kept in a one-line error
+
+T = TypeVar("T")
 
 
 def save_torch_file(path: Path, payload: Any) -> None:
@@ -46,6 +49,23 @@ def load_torch_file(path: Path, what: str) -> Any:
         raise DataError(f"{path}: not a readable {what} (it holds objects other than tensors and plain data)") from None
     except UNREADABLE as error:
         raise DataError(f"{path}: not a readable {what} ({describe(error)})") from None
+
+
+def load_fersynth_file(
+    path: Path, what: str, kind: str, file_format: object, stage: str, rebuild: Callable[[dict[str, Any]], T]
+) -> T:
+    """`rebuild` of the plain-data dict a fersynth file of `file_format` holds. A missing file (made by `stage`),
+    a file of another kind or format, or one that does not rebuild (a key missing, weights of another shape) is
+    a DataError naming it: `what` names the file, `kind` what it should have been."""
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found; run the {stage} stage first")
+    payload = load_torch_file(path, what)
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        raise DataError(f"{path}: not a fersynth {kind} (expected format {file_format})")
+    try:
+        return rebuild(payload)
+    except MISFIT as error:
+        raise DataError(f"{path}: a damaged {what} ({describe(error)})") from None
 
 
 def describe(error: BaseException) -> str:

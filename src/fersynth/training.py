@@ -42,7 +42,7 @@ from fersynth.metrics import macro_f1
 from fersynth.models import Classifier, build_classifier, count_parameters, parameter_groups
 from fersynth.progress import progress_bar
 from fersynth.seeding import seed_everything
-from fersynth.torch_files import MISFIT, describe, load_torch_file, save_torch_file
+from fersynth.torch_files import load_fersynth_file, save_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -299,15 +299,8 @@ def load_classifier(path: Path) -> LoadedClassifier:
     """Rebuild a classifier saved by `save_classifier`; `path` is the file or a directory holding model.pt."""
     path = Path(path)
     file = path / MODEL_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise DataError(f"{file}: classifier checkpoint not found; run the train stage first")
-    checkpoint = load_torch_file(file, "classifier checkpoint")
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"{file}: not a fersynth classifier checkpoint (expected format {CHECKPOINT_FORMAT})")
-    try:
-        loaded = _rebuild_classifier(checkpoint)
-    except MISFIT as error:  # a key missing, or weights of another architecture
-        raise DataError(f"{file}: a damaged classifier checkpoint ({describe(error)})") from None
+    what = "classifier checkpoint"
+    loaded = load_fersynth_file(file, what, what, CHECKPOINT_FORMAT, "train", _rebuild_classifier)
     loaded.model.to(default_device()).eval()
     return loaded
 

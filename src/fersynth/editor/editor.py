@@ -12,9 +12,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from fersynth.editor.models import EditorArchitecture, EditorGenerator, condition_vectors
-from fersynth.errors import DataError
 from fersynth.preview import LABEL_WIDTH, PAIR_TILE, TITLE_HEIGHT, to_rgb
-from fersynth.torch_files import MISFIT, describe, load_torch_file, save_torch_file
+from fersynth.torch_files import load_fersynth_file, save_torch_file
 
 EDITOR_FILE = "editor.pt"
 FILE_FORMAT = "fersynth-expression-editor/1"
@@ -144,16 +143,8 @@ def edit_grid(columns: Sequence[np.ndarray], titles: Sequence[str], row_labels: 
 
 def load_editor(path: Path) -> ExpressionEditor:
     """Rebuild a saved editor on the CPU; a missing, damaged or foreign file is a DataError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: expression editor file not found; run the train-editor stage first")
-    payload = load_torch_file(path, "expression editor file")
-    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
-        raise DataError(f"{path}: not a fersynth expression editor (expected format {FILE_FORMAT})")
-    try:
-        return _rebuild(payload)
-    except MISFIT as error:
-        raise DataError(f"{path}: a damaged expression editor file ({describe(error)})") from None
+    what, kind = "expression editor file", "expression editor"
+    return load_fersynth_file(Path(path), what, kind, FILE_FORMAT, "train-editor", _rebuild)
 
 
 def _rebuild(payload: dict[str, Any]) -> ExpressionEditor:

@@ -10,10 +10,9 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 
-from fersynth.errors import DataError
 from fersynth.gan.models import GanArchitecture, Generator
 from fersynth.preview import class_grid
-from fersynth.torch_files import MISFIT, describe, load_torch_file, save_torch_file
+from fersynth.torch_files import load_fersynth_file, save_torch_file
 
 GENERATOR_FILE = "generator.pt"
 FILE_FORMAT = "fersynth-gan-generator/1"
@@ -107,16 +106,7 @@ def truncated_normal(count: int, dim: int, seed: int, truncation: float) -> torc
 
 def load_generator(path: Path) -> GanGenerator:
     """Rebuild a saved generator; a missing, damaged or foreign file is a DataError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: generator file not found; run the train-gan stage first")
-    payload = load_torch_file(path, "generator file")
-    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
-        raise DataError(f"{path}: not a fersynth GAN generator (expected format {FILE_FORMAT})")
-    try:
-        return _rebuild(payload)
-    except MISFIT as error:
-        raise DataError(f"{path}: a damaged generator file ({describe(error)})") from None
+    return load_fersynth_file(Path(path), "generator file", "GAN generator", FILE_FORMAT, "train-gan", _rebuild)
 
 
 def _rebuild(payload: dict[str, Any]) -> GanGenerator:
