@@ -1,17 +1,20 @@
 """Does calibrated synthesis lift the strongest recipe, at equal training minutes? (FER2013, issue 19's protocol)
 
-In a scratch clone of HEAD with FER2013 and the 155 dev photos imported under data/raw:
-1. `fersynth compare fer2013-30min --seeds N -j 1`: the real-only recipe, one run at a time;
-2. its seed-0 classifier becomes the teacher (models/pretrained/fer2013-30min.pt, `dvc add`, committed);
-3. `fersynth compare fer2013-30min-gan --seeds N -j 1`: the same recipe and minutes with calibrated GAN faces;
+In a scratch clone of HEAD with FER2013 and the 155 dev photos imported under data/raw, seed by seed:
+1. `fersynth compare fer2013-30min --seeds 1 --first-seed S -j 1`: the real-only recipe at seed S;
+2. after seed 0, its classifier becomes the teacher (models/pretrained/fer2013-30min.pt, `dvc add`, committed);
+3. `fersynth compare fer2013-30min-gan --seeds 1 --first-seed S -j 1`: the same recipe and minutes with
+   calibrated GAN faces (the GAN is trained in seed 0's run; DVC's run cache serves it to the others);
 4. both variants in one table (PrivateTest, the dev photos, and the val figures that chose each checkpoint)
    with each gain against twice the larger std: report/strongest.md in the scratch clone, and printed.
 
+The two variants alternate seed by seed, so each pair of runs shares the machine's state of the moment, and a
+stopped protocol resumes: rerun the same command and the runs whose report/<variant>-s<S>.jsonl exists are kept.
 Run it on an otherwise idle machine: a budget in minutes is only fair when the cores are not shared.
 `--budget-minutes` and `--gan-epochs` rewrite the two presets in the scratch clone (a preset's own keys win
 over `-S`), for a quicker run of the protocol; the README's claim is the 30-minute one.
 
-    .venv/bin/python benchmarks/synthetic_on_strongest.py --work /tmp/strongest --seeds 3
+    .venv/bin/python benchmarks/synthetic_on_strongest.py --work ../strongest --seeds 3
 """
 
 from __future__ import annotations
@@ -38,17 +41,20 @@ HEADLINE = ("accuracy", "macro_f1", "balanced_accuracy", "recall_disgust", "reca
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, required=True, help="scratch clone to create (must not exist)")
+    parser.add_argument("--work", type=Path, required=True, help="scratch clone: created, or resumed if it exists")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="folder holding the two zips")
     parser.add_argument("--budget-minutes", type=float, help="rewrite train.time_budget_minutes in both presets")
     parser.add_argument("--gan-epochs", type=int, help="rewrite train_gan.epochs in fer2013-30min-gan")
     args = parser.parse_args()
     work = args.work
-    prepare(work, args.data, args.budget_minutes, args.gan_epochs)
-    compare(work, REAL, args.seeds)
-    adopt_teacher(work)
-    compare(work, SYNTHETIC, args.seeds)
+    if not work.exists():
+        prepare(work, args.data, args.budget_minutes, args.gan_epochs)
+    for seed in range(args.seeds):
+        compare(work, REAL, seed)
+        if not (work / TEACHER).exists():
+            adopt_teacher(work)
+        compare(work, SYNTHETIC, seed)
     table = combined_table(work)
     (work / "report" / "strongest.md").write_text(table + "\n")
     print(table)
@@ -74,9 +80,12 @@ def rewrite(preset: Path, key: str, value: str) -> None:
     preset.write_text(text)
 
 
-def compare(work: Path, variant: str, seeds: int) -> None:
-    command = ["fersynth", "compare", variant, "--seeds", str(seeds), "-j", "1", "--baseline", variant]
-    run([*command, "--out", f"report/{variant}.md"], work)
+def compare(work: Path, variant: str, seed: int) -> None:
+    """One run of a variant, unless an earlier (stopped) protocol run has its report."""
+    if (work / "report" / f"{variant}-s{seed}.jsonl").exists():
+        return
+    command = ["fersynth", "compare", variant, "--seeds", "1", "--first-seed", str(seed), "-j", "1"]
+    run([*command, "--out", f"report/{variant}-s{seed}.md"], work)
 
 
 def adopt_teacher(work: Path) -> None:
@@ -92,8 +101,8 @@ def adopt_teacher(work: Path) -> None:
 
 def combined_table(work: Path) -> str:
     runs: dict[str, list[dict[str, float]]] = {}
-    for variant in (REAL, SYNTHETIC):
-        for line in (work / "report" / f"{variant}.jsonl").read_text().splitlines():
+    for report in sorted((work / "report").glob("*-s*.jsonl")):
+        for line in report.read_text().splitlines():
             record: dict[str, Any] = json.loads(line)
             runs.setdefault(record["variant"], []).append(run_figures(record))
     keys = table_keys(CLASSES, [figures for variant_runs in runs.values() for figures in variant_runs])

@@ -58,7 +58,10 @@ VariantsArgument = Annotated[
         help="`synthetic` (the committed params) or preset names [default: synthetic real-only class-weighted]."
     ),
 ]
-SeedsOption = Annotated[int, typer.Option("--seeds", min=1, help="Seeds per variant: 0, 1, ... N-1.")]
+SeedsOption = Annotated[int, typer.Option("--seeds", min=1, help="Seeds per variant: S, S+1, ... S+N-1.")]
+FirstSeedOption = Annotated[
+    int, typer.Option("--first-seed", min=0, help="S: the first seed (more seeds later, same runs before).")
+]
 VaryOption = Annotated[Literal["classifier", "pipeline"], typer.Option("--vary", help="What the seeds vary.")]
 FoldsOption = Annotated[
     int, typer.Option("--folds", min=0, help="k-fold: run every test fold (fetch.folds=K, fetch.fold=0..K-1).")
@@ -83,6 +86,7 @@ PresetsDirOption = Annotated[Path, typer.Option("--presets-dir", help="Folder of
 def command(
     variants: VariantsArgument = None,
     seeds: SeedsOption = 3,
+    first_seed: FirstSeedOption = 0,
     vary: VaryOption = "classifier",
     folds: FoldsOption = 0,
     jobs: JobsOption = 1,
@@ -102,7 +106,7 @@ def command(
     compared = baseline or ("real-only" if "real-only" in [variant.name for variant in chosen] else chosen[0].name)
     if compared not in [variant.name for variant in chosen]:
         raise ParamsError(f"--baseline {compared!r} is not among the compared variants")
-    runs = plan_runs(chosen, range(seeds), SEED_KEYS[vary], folds)
+    runs = plan_runs(chosen, range(first_seed, first_seed + seeds), SEED_KEYS[vary], folds)
     common = list(overrides or [])
     if dry:
         _check_plan(runs, common, params_path)

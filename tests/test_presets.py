@@ -241,3 +241,10 @@ def test_every_preset_passes_a_dry_comparison_run() -> None:
     planned = re.findall(r"^([\w-]+)-s0: ok; params change for: (.+)$", result.output, flags=re.MULTILINE)
     assert [name for name, _ in planned] == list(PRESETS)
     assert all("train" in stages.split(", ") for _, stages in planned)  # train.seed is set for every run
+
+
+def test_first_seed_plans_later_seeds_so_a_comparison_can_grow() -> None:
+    paths = ("--params", str(REPO_ROOT / "params.yaml"), "--presets-dir", str(PRESETS_DIR))
+    result = CliRunner().invoke(app, ["compare", "real-only", "--seeds", "2", "--first-seed", "3", "--dry", *paths])
+    assert result.exit_code == 0, result.output
+    assert re.findall(r"^(real-only-s\d+): ok", result.output, flags=re.MULTILINE) == ["real-only-s3", "real-only-s4"]
