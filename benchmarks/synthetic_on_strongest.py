@@ -8,6 +8,8 @@ In a scratch clone of HEAD with FER2013 and the 155 dev photos imported under da
 4. both variants in one table (PrivateTest, the dev photos, and the val figures that chose each checkpoint)
    with each gain against twice the larger std: report/strongest.md in the scratch clone, and printed.
 
+The clone runs its own code: a venv in the clone shares this interpreter's installed packages but imports
+fersynth from the clone, so edits to this checkout during the hours the protocol runs cannot leak into it.
 The two variants alternate seed by seed, so each pair of runs shares the machine's state of the moment, and a
 stopped protocol resumes: rerun the same command and the runs whose report/<variant>-s<S>.jsonl exists are kept.
 Run it on an otherwise idle machine: a budget in minutes is only fair when the cores are not shared.
@@ -26,6 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +50,13 @@ def main() -> int:
     parser.add_argument("--budget-minutes", type=float, help="rewrite train.time_budget_minutes in both presets")
     parser.add_argument("--gan-epochs", type=int, help="rewrite train_gan.epochs in fer2013-30min-gan")
     args = parser.parse_args()
+    # This interpreter's tools (dvc, fersynth) first on PATH, then the clone's (`isolate`): DVC starts every
+    # stage's `fersynth` with the caller's PATH.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     work = args.work
     if not work.exists():
         prepare(work, args.data, args.budget_minutes, args.gan_epochs)
+    isolate(work)
     for seed in range(args.seeds):
         compare(work, REAL, seed)
         if not (work / TEACHER).exists():
@@ -71,6 +78,29 @@ def prepare(work: Path, data: Path, budget_minutes: float | None, gan_epochs: in
     if gan_epochs is not None:
         rewrite(work / "presets" / f"{SYNTHETIC}.yaml", "train_gan.epochs", str(gan_epochs))
     commit(work, "FER2013 and the dev photos; the protocol's presets")
+
+
+def isolate(work: Path) -> None:
+    """The clone's own venv: this interpreter's packages and the clone's code, each on the path by a .pth line.
+
+    The shared packages are a plain path there, so their own .pth files (this checkout's editable install of
+    fersynth) are not run: `fersynth` and `stages` come from the clone alone.
+    """
+    venv = work / ".venv"  # git-ignored
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(subprocess.check_output([python, "-c", SITE_PACKAGES], text=True).strip())
+    (site / "fersynth-clone.pth").write_text(f"{work / 'src'}\n{work}\n")
+    (site / "shared-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    for command, entry in (("fersynth", "stages.cli"), ("dvc", "dvc.cli")):
+        script = venv / "bin" / command
+        script.write_text(f"#!{python}\nimport sys\nfrom {entry} import main\nsys.exit(main())\n")
+        script.chmod(0o755)
+    os.environ["PATH"] = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"
+
+
+SITE_PACKAGES = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
 
 
 def rewrite(preset: Path, key: str, value: str) -> None:
@@ -121,10 +151,8 @@ def commit(work: Path, message: str) -> None:
 
 
 def run(command: list[str], cwd: Path) -> None:
-    # The repo's venv first on PATH: DVC starts every stage's `fersynth` with the caller's PATH.
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     print("+", " ".join(command), flush=True)
-    subprocess.run(command, cwd=cwd, env=env, check=True)
+    subprocess.run(command, cwd=cwd, check=True)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ STAGE_MODULES: tuple[str, ...] = (
     "merge",
     "train",
     "evaluate",
+    "export",
 )
 
 # Commands that are no DVC stage, listed after the stages; each module defines a Typer group `app`.
-TOOL_MODULES: tuple[str, ...] = ("preset", "report", "compare")
+TOOL_MODULES: tuple[str, ...] = ("predict", "preset", "report", "compare")
 
 
 class StageGroup(TyperGroup):

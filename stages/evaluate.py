@@ -1,4 +1,4 @@
-"""Score the classifier on the test split and on every cross-dataset test set in evaluate.extra_test_sets."""
+"""Score the classifier on the test split and on every extra test set (evaluate.extra_test_sets); draw Grad-CAM."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fersynth.evaluation import evaluate_classifier, write_confusion
+from fersynth.gradcam import write_gradcam_grid
 from stages._common import (
     DiagnosticsOption,
     MetricsOption,
@@ -28,6 +29,10 @@ def command(
         Path,
         typer.Option("--confusion", help="Directory of <set>.json actual/predicted rows for DVC's confusion plot."),
     ],
+    gradcam: Annotated[
+        Path,
+        typer.Option("--gradcam", help="PNG of the first test faces per class under the classifier's Grad-CAM map."),
+    ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
@@ -42,4 +47,6 @@ def command(
         params.fetch,  # its read rules (file size, compression, pixel budget, min side, alpha) bound extra sets too
     )
     write_confusion(evaluation, confusion)
+    test = evaluation.test
+    write_gradcam_grid(evaluation.classifier.model, test.images, test.labels, test.classes, gradcam)
     write_stage_metrics("evaluate", evaluation.metrics, diagnostics, metrics, record_environment=True)

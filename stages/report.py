@@ -101,6 +101,7 @@ def copy_images(plots: Path, folder: Path) -> list[report.Image]:
         report.Image("Calibration confidence", "calibrate_confidence.png", plots / "calibrate_confidence.png"),
         report.Image("Closest training faces to synthetic ones", "closest_pairs.png", plots / "closest_pairs.png"),
         report.Image("Near-duplicates across splits", "near_duplicates.png", plots / "near_duplicates.png"),
+        report.Image("Grad-CAM on test faces: what the classifier looks at", "gradcam.png", plots / "gradcam.png"),
     ]
     present = [image for image in wanted if image.source.is_file()]
     for image in present:

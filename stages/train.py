@@ -49,5 +49,7 @@ def command(
     if not placement.main:
         return
     with atomic_directory(out) as staging:
-        save_classifier(staging / MODEL_FILE, run.fit.model, params.train, run.classes, run.image_shape)
+        save_classifier(
+            staging / MODEL_FILE, run.fit.model, params.train, run.classes, run.image_shape, params.face_align
+        )
     write_stage_metrics("train", run.metrics(), diagnostics, metrics, record_environment=True)

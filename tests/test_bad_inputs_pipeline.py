@@ -380,7 +380,8 @@ def evaluate_arguments(root: Path) -> list[str]:
         "evaluate",
         *("--model", str(root / "model"), "--input", str(root / "aligned")),
         *("--diagnostics", str(root / "evaluate.json"), "--metrics", str(root / "headline.json")),
-        *("--confusion", str(root / "confusion"), "--params", str(root / "params.yaml")),
+        *("--confusion", str(root / "confusion"), "--gradcam", str(root / "gradcam.png")),
+        *("--params", str(root / "params.yaml")),
     ]
 
 
@@ -399,7 +400,7 @@ def test_damaged_classifier_is_refused_by_evaluate(tmp_path: Path, damage: Calla
     model = build_classifier(config, len(CANONICAL_CLASSES), 1, 16)
     save_classifier(tmp_path / "model" / MODEL_FILE, model, config, CANONICAL_CLASSES, (16, 16, 1))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"common": {"image_size": 16}}))
-    outputs = (tmp_path / "evaluate.json", tmp_path / "headline.json", tmp_path / "confusion")
+    outputs = (tmp_path / "evaluate.json", tmp_path / "headline.json", tmp_path / "confusion", tmp_path / "gradcam.png")
     assert_damage_refused(evaluate_arguments(tmp_path), tmp_path / "model" / MODEL_FILE, damage, outputs)
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from fersynth.config import CANONICAL_CLASSES, ClassifierConfig
 from fersynth.datasets.format import write_dataset
+from fersynth.gradcam import CELL_INCHES, DPI, FACES_PER_CLASS
 from fersynth.models import build_classifier
 from fersynth.training import MODEL_FILE, save_classifier
 
@@ -61,7 +62,7 @@ def _evaluate(*overrides: str) -> tuple[int, str]:
         "--metrics",
         "headline.json",
     ]
-    arguments += ["--confusion", "confusion", "--params", "params.yaml", *overrides]
+    arguments += ["--confusion", "confusion", "--gradcam", "plots/gradcam.png", "--params", "params.yaml", *overrides]
     return run_stage(arguments)
 
 
@@ -76,6 +77,9 @@ def test_evaluate_scores_the_test_split(workdir: Path) -> None:
     assert len(rows) == TEST_IMAGES and set(rows[0]) == {"actual", "predicted"}
     hits = sum(row["actual"] == row["predicted"] for row in rows)
     assert metrics["accuracy"] == pytest.approx(hits / TEST_IMAGES, abs=1e-4)
+    with Image.open(workdir / "plots" / "gradcam.png") as grid:  # a row per class, FACES_PER_CLASS columns
+        width, height = CELL_INCHES[0] * FACES_PER_CLASS, CELL_INCHES[1] * len(CANONICAL_CLASSES)
+        assert grid.size == (round(width * DPI), round(height * DPI))
 
 
 def test_evaluate_scores_extra_test_sets(workdir: Path) -> None:
@@ -113,6 +117,7 @@ def test_evaluate_names_a_missing_model(workdir: Path) -> None:
     assert code != 0
     assert "untrained" in output
     assert not (workdir / "evaluate.json").exists() and not (workdir / "confusion").exists()
+    assert not (workdir / "plots" / "gradcam.png").exists()
 
 
 def test_evaluate_rejects_a_model_of_another_image_size(workdir: Path) -> None:

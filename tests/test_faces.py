@@ -165,6 +165,20 @@ def test_detect_faces_picks_largest_confident_face_in_input_coordinates(monkeypa
     assert fake.shapes[-1] == (3, 320, 320, 3)
 
 
+def test_detect_every_face_keeps_each_confident_face_largest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    class OnePhotoMtcnn(FakeMtcnn):  # the first fake image's three faces, for a batch of one photo
+        def detect(self, images: np.ndarray, landmarks: bool) -> tuple[list, list, list]:
+            boxes, scores, points = super().detect(images, landmarks)
+            return boxes[:1], scores[:1], points[:1]
+
+    monkeypatch.setattr(faces, "_mtcnn", OnePhotoMtcnn)
+    photo = np.zeros((320, 320, 3), dtype=np.uint8)
+    found = faces.detect_every_face(photo, 0.9, detection_size=160)
+    assert [face.box.tolist() for face in found] == [[20, 20, 140, 140], [0, 0, 40, 40]]  # input coordinates
+    assert [face.confidence for face in found] == pytest.approx([0.92, 0.95])
+    assert faces.detect_every_face(photo, 0.99) == []
+
+
 def test_missing_facenet_pytorch_names_the_command_that_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """`pip install .` cannot bring MTCNN (its metadata pins an old torch): say how to get it."""
     monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # None makes `import` raise ImportError

@@ -7,6 +7,7 @@ beside it, which pulls the baseline from that remote, as a teammate would: no te
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -37,6 +38,7 @@ ALL_STAGES = [
     "merge",
     "train",
     "evaluate",
+    "export",
 ]
 
 SHRUNK = {
@@ -163,6 +165,7 @@ def test_repro_runs_every_stage_then_nothing(baseline: tuple[Path, str]) -> None
     # The demo's judge grades the GAN's faces against the real val reference.
     assert {"quality_real_kid", "quality_gan_kid", "quality_gan_memorised_share"} <= set(calibrated)
     assert (repo / "metrics" / "plots" / "closest_pairs.png").read_bytes().startswith(b"\x89PNG")
+    assert (repo / "metrics" / "plots" / "gradcam.png").read_bytes().startswith(b"\x89PNG")
     second = _dvc(repo, "repro")
     assert _stages_run(second) == []
     assert "up to date" in second.lower()
@@ -187,9 +190,9 @@ def test_param_change_reruns_only_downstream_stages(baseline: tuple[Path, str]) 
     clone = _teammate_clone(baseline, "params")
     threshold = _dvc(clone, "exp", "run", "-S", "calibrate.threshold=0.05")
     assert _stages_run(threshold)[0] == "calibrate"
-    assert set(_stages_run(threshold)) <= {"calibrate", "merge", "train", "evaluate"}
+    assert set(_stages_run(threshold)) <= {"calibrate", "merge", "train", "evaluate", "export"}
     learning_rate = _dvc(clone, "exp", "run", "-S", "train.lr=0.003")
-    assert _stages_run(learning_rate) == ["train", "evaluate"]
+    assert _stages_run(learning_rate) == ["train", "evaluate", "export"]
 
 
 def test_readme_real_only_recipe_runs_without_synthetic_images(baseline: tuple[Path, str]) -> None:
@@ -253,6 +256,39 @@ def test_pull_request_workflow_shows_the_reviewer_a_diff(baseline: tuple[Path, s
     assert re.search(r"\| params\.yaml\s*\| train\.lr\s*\| 0\.001\s*\| 0\.003\s*\|", params_diff), params_diff
     _dvc(clone, "plots", "diff", "main", "--out", "plots-review")
     assert (clone / "plots-review" / "index.html").is_file()
+
+
+def test_the_classifier_is_a_dvc_artifact_that_classifies_faces_elsewhere(baseline: tuple[Path, str]) -> None:
+    """`dvc artifacts get` in a folder outside the repo yields the model; `fersynth predict` there reads only
+    it (no params.yaml) and agrees with evaluate; the ONNX artifact agrees with both."""
+    repo = baseline[0]
+    elsewhere = repo.parent / "elsewhere"
+    elsewhere.mkdir()
+    _dvc(elsewhere, "artifacts", "get", str(repo), "classifier")
+    _dvc(elsewhere, "artifacts", "get", str(repo), "classifier-onnx", "-o", "onnx")
+    assert sorted(path.name for path in (elsewhere / "onnx").iterdir()) == ["classifier.json", "classifier.onnx"]
+    parity = json.loads((repo / "metrics" / "export.json").read_text())
+    assert parity["argmax_agreement"] == 1.0
+    faces = elsewhere / "faces"
+    faces.mkdir()
+    test = np.load(repo / "data" / "aligned" / "images.npy", mmap_mode="r")[_test_rows(repo)[:12]]
+    for index, pixels in enumerate(test):
+        Image.fromarray(pixels.squeeze()).save(faces / f"{index:02d}.png")
+    expected = [row["predicted"] for row in json.loads((repo / "metrics/confusion/test.json").read_text())][:12]
+    for model in (["--model", "model.pt"], ["--onnx", "onnx/classifier.onnx"]):
+        command = [_tool("fersynth"), "predict", "faces", *model, "--detector", "none", "--format", "json"]
+        records = json.loads(_run_stdout(command, elsewhere))
+        assert [record["label"] for record in records] == expected, model
+
+
+def _test_rows(repo: Path) -> list[int]:
+    with (repo / "data" / "aligned" / "manifest.csv").open() as manifest:
+        return [int(row["index"]) for row in csv.DictReader(manifest) if row["split"] == "test"]
+
+
+def _run_stdout(command: list[str], cwd: Path) -> str:
+    done = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900, check=True)
+    return done.stdout
 
 
 # The committed tiny Stable Diffusion pipeline draws noise: no face for MTCNN to find, so the demo

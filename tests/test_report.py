@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from fersynth import report
@@ -101,6 +102,9 @@ def test_report_on_the_demo_compares_with_the_baseline_and_links_existing_images
     evaluate_path = demo_repo / "metrics" / "evaluate.json"
     committed = json.loads(evaluate_path.read_text())
     evaluate_path.write_text(json.dumps({**committed, "accuracy": 0.5}))
+    # Evaluate's Grad-CAM grid, written here so the test holds whether or not the committed run has one yet.
+    gradcam = demo_repo / "metrics" / "plots" / "gradcam.png"
+    Image.new("RGB", (8, 8), "red").save(gradcam)
 
     code, output = _run_report(demo_repo, "--baseline", "HEAD")
     assert code == 0, output
@@ -111,6 +115,8 @@ def test_report_on_the_demo_compares_with_the_baseline_and_links_existing_images
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     assert "confusion_test.png" in links and "generated_gan.png" in links
     assert all((demo_repo / "report" / link).is_file() for link in links)
+    assert "gradcam.png" in links and (demo_repo / "report" / "gradcam.png").read_bytes() == gradcam.read_bytes()
+    assert "### Grad-CAM on test faces" in markdown
 
     source = json.loads((demo_repo / "metrics" / "diagnostics" / "evaluate.json").read_text())
     assert "Source: `demo`" in markdown

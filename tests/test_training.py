@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fersynth.config import ClassifierConfig
+from fersynth.config import ClassifierConfig, FaceAlignConfig
 from fersynth.datasets.format import Dataset
 from fersynth.device import training_precision
 from fersynth.errors import DataError
@@ -139,9 +139,11 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     config = ClassifierConfig(arch="vgg", width=4, epochs=1, batch_size=16)
     dataset = make_dataset(per_class=2, size=16)
     model = fit_classifier(dataset, dataset, config, seed=0).model
-    save_classifier(tmp_path / "model.pt", model, config, dataset.classes, (16, 16, 1))
+    alignment = FaceAlignConfig(detector="mtcnn", margin=0.4)
+    save_classifier(tmp_path / "model.pt", model, config, dataset.classes, (16, 16, 1), alignment)
     loaded = load_classifier(tmp_path)  # the directory holding model.pt works too
     assert loaded.classes == dataset.classes and loaded.image_shape == (16, 16, 1) and loaded.config == config
+    assert loaded.face_align == alignment
     assert not loaded.model.training
     np.testing.assert_array_equal(predict_proba(model, dataset.images), predict_proba(loaded.model, dataset.images))
 

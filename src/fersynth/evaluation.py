@@ -1,7 +1,8 @@
 """Score a trained classifier on the test split and on cross-dataset test sets.
 
 The result holds flat metrics (test set at the top level, each extra set nested under its
-name) and per-image confusion rows for DVC's `confusion` plot template.
+name), per-image confusion rows for DVC's `confusion` plot template, and the classifier and test
+split, from which the stage draws the Grad-CAM grid.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ EXTRA_SOURCE_MAX_SIDE = 256  # photos are letterboxed to at most this side befor
 class Evaluation:
     metrics: dict[str, Any]  # test-set metrics at the top level, extra sets nested under their names
     confusion: dict[str, list[dict[str, str]]]  # set name -> one {"actual", "predicted"} row per image
+    classifier: LoadedClassifier  # what was scored, and the test split it was scored on, for figures
+    test: Dataset
 
 
 def evaluate_classifier(
@@ -65,7 +68,7 @@ def evaluate_classifier(
         alignment = face_align.model_copy(update={"detector": spec.detector})
         extra = load_extra_test_set(name, spec, classes, alignment, image_size, channels, rules)
         metrics[name], confusion[name] = score_dataset(classifier, extra, config.batch_size, config.tta)
-    return Evaluation(metrics, confusion)
+    return Evaluation(metrics, confusion, classifier, test)
 
 
 def score_dataset(

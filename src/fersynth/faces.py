@@ -209,6 +209,18 @@ def detect_faces(images: np.ndarray, min_confidence: float, detection_size: int 
     least `min_confidence`; when none does, the most confident face (the caller treats its score
     below the threshold as no face), or None.
     """
+    return [_pick_face(faces, min_confidence) if faces else None for faces in _every_detection(images, detection_size)]
+
+
+def detect_every_face(image: np.ndarray, min_confidence: float, detection_size: int = 0) -> list[Detection]:
+    """Every face in one H×W×C uint8 image scoring at least `min_confidence`, largest first."""
+    (faces,) = _every_detection(image[None], detection_size)
+    confident = [face for face in faces if face.confidence >= min_confidence]
+    return sorted(confident, key=_area, reverse=True)
+
+
+def _every_detection(images: np.ndarray, detection_size: int) -> list[list[Detection]]:
+    """MTCNN's faces (with landmarks) in each image of a batch, in input coordinates."""
     rgb = np.repeat(images, 3, axis=3) if images.shape[3] == 1 else images
     shrink = max(rgb.shape[1:3]) / detection_size if detection_size else 1.0
     if shrink > 1:
@@ -217,13 +229,28 @@ def detect_faces(images: np.ndarray, min_confidence: float, detection_size: int 
     detector = _mtcnn()
     with _one_torch_thread():
         boxes, probabilities, landmarks = detector.detect(np.ascontiguousarray(rgb), landmarks=True)
-    picks = [
-        _pick_face(image_boxes, image_probabilities, image_landmarks, min_confidence)
+    faces = [
+        _detections(image_boxes, image_probabilities, image_landmarks)
         for image_boxes, image_probabilities, image_landmarks in zip(boxes, probabilities, landmarks, strict=True)
     ]
     if shrink <= 1:
-        return picks
-    return [None if pick is None else _scaled(pick, shrink) for pick in picks]
+        return faces
+    return [[_scaled(face, shrink) for face in image_faces] for image_faces in faces]
+
+
+def _detections(boxes: np.ndarray | None, probabilities: np.ndarray, landmarks: np.ndarray | None) -> list[Detection]:
+    if boxes is None or landmarks is None:
+        return []
+    faces = []
+    for box, score, points in zip(boxes, probabilities, landmarks, strict=True):
+        eyes = np.asarray(points[:2], dtype=np.float64)  # landmarks: eyes, nose, mouth corners as (x, y)
+        faces.append(Detection(np.asarray(box, dtype=np.float64), eyes[0], eyes[1], float(score)))
+    return faces
+
+
+def _area(detection: Detection) -> float:
+    x1, y1, x2, y2 = detection.box
+    return float((x2 - x1) * (y2 - y1))
 
 
 def _scaled(detection: Detection, factor: float) -> Detection:
@@ -235,21 +262,12 @@ def _scaled(detection: Detection, factor: float) -> Detection:
     )
 
 
-def _pick_face(
-    boxes: np.ndarray | None, probabilities: np.ndarray, landmarks: np.ndarray | None, min_confidence: float
-) -> Detection | None:
-    if boxes is None or landmarks is None:
-        return None
-    scores = np.asarray(probabilities, dtype=np.float64)
-    boxes = np.asarray(boxes, dtype=np.float64)
-    confident = np.flatnonzero(scores >= min_confidence)
-    if len(confident):
-        areas = (boxes[confident, 2] - boxes[confident, 0]) * (boxes[confident, 3] - boxes[confident, 1])
-        chosen = int(confident[np.argmax(areas)])
-    else:
-        chosen = int(np.argmax(scores))
-    points = np.asarray(landmarks[chosen], dtype=np.float64)  # eyes, nose, mouth corners as (x, y)
-    return Detection(box=boxes[chosen], left_eye=points[0], right_eye=points[1], confidence=float(scores[chosen]))
+def _pick_face(faces: Sequence[Detection], min_confidence: float) -> Detection:
+    """The largest face scoring at least `min_confidence`, else the most confident one."""
+    confident = [face for face in faces if face.confidence >= min_confidence]
+    if confident:
+        return max(confident, key=_area)
+    return max(faces, key=lambda face: face.confidence)
 
 
 @contextmanager

@@ -37,6 +37,7 @@ HEADLINE_KEYS: Mapping[str, tuple[str, ...]] = {
     "train": ("best_epoch", "best_val_accuracy", "best_val_macro_f1", "epochs_reached"),
     # Extra (cross-dataset) test sets nest the same keys under their names.
     "evaluate": ("accuracy", "balanced_accuracy", "macro_f1", "recall_*"),
+    "export": ("argmax_agreement", "max_probability_difference"),
 }
 
 # Distributions whose versions decide the numbers; recorded beside the metrics.

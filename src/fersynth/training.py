@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from dvclive import Live
 
 from fersynth.batch_augment import BatchMix, TestTimeAugmentation, augment_batch, draw_mix, tta_views
-from fersynth.config import ClassifierConfig
+from fersynth.config import ClassifierConfig, FaceAlignConfig
 from fersynth.datasets.format import Dataset, read_dataset
 from fersynth.device import Precision, default_device, step_optimizer, training_precision
 from fersynth.distributed import (
@@ -81,6 +81,13 @@ class LoadedClassifier:
     classes: tuple[str, ...]
     image_shape: tuple[int, int, int]  # (H, W, C) of the images it was trained on
     config: ClassifierConfig
+    # How its training faces were aligned (margin, detector): what `predict` repeats on new photos.
+    # None in checkpoints saved before it was recorded, and for teachers (their data is aligned the same way).
+    face_align: FaceAlignConfig | None = None
+
+    def face_align_or_default(self) -> FaceAlignConfig:
+        """The recorded alignment, or the defaults for a checkpoint that records none."""
+        return self.face_align or FaceAlignConfig()
 
 
 @dataclass(frozen=True)
@@ -282,10 +289,16 @@ def extract_features(model: Classifier, images: np.ndarray, batch_size: int = 25
 
 
 def save_classifier(
-    path: Path, model: Classifier, config: ClassifierConfig, classes: Sequence[str], image_shape: Sequence[int]
+    path: Path,
+    model: Classifier,
+    config: ClassifierConfig,
+    classes: Sequence[str],
+    image_shape: Sequence[int],
+    face_align: FaceAlignConfig | None = None,
 ) -> None:
     """One file: weights plus plain-data metadata, so loading needs no pickled objects."""
     checkpoint = {
+        "face_align": None if face_align is None else face_align.model_dump(),
         "format": CHECKPOINT_FORMAT,
         "state_dict": {name: value.detach().cpu() for name, value in model.state_dict().items()},
         "config": config.model_dump(),
@@ -313,7 +326,9 @@ def _rebuild_classifier(checkpoint: dict[str, Any]) -> LoadedClassifier:
     architecture = config.model_copy(update={"weights_path": "", "freeze_blocks": 0})
     model = build_classifier(architecture, len(classes), channels, height)
     model.load_state_dict(checkpoint["state_dict"])
-    return LoadedClassifier(model, classes, (height, width, channels), config)
+    alignment = checkpoint.get("face_align")
+    face_align = None if alignment is None else FaceAlignConfig.model_validate(alignment)
+    return LoadedClassifier(model, classes, (height, width, channels), config, face_align)
 
 
 def _check_compatible(train: Dataset, val: Dataset) -> None:
