@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import math
 import os
@@ -51,14 +52,26 @@ from fersynth.config import (
 from fersynth.datasets.format import Dataset
 from fersynth.datasets.sources import load_source
 from fersynth.device import default_device, training_precision
+from fersynth.export import export_onnx
 from fersynth.faces import align_dataset
 from fersynth.gan.generator import GanGenerator
 from fersynth.gan.training import UnitTrainer, architecture, training_units
+from fersynth.media import read_inputs
 from fersynth.models import Classifier, build_classifier, count_parameters, parameter_groups
+from fersynth.prediction import (
+    FaceClassifier,
+    ModelCard,
+    OnnxFaceClassifier,
+    TorchFaceClassifier,
+    classify_faces,
+    find_faces,
+    load_face_classifier,
+    sidecar_record,
+)
 from fersynth.reporting import run_environment
 
 # _to_input: the bare model's batch must be laid out as fit_classifier's are (see BareModel)
-from fersynth.training import _to_input, fit_classifier, predict_proba
+from fersynth.training import MODEL_FILE, _to_input, fit_classifier, load_classifier, predict_proba, save_classifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FERSYNTH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -488,6 +501,97 @@ class Benchmark:
     slow: bool = False  # left out of --quick unless named in --only
 
 
+# ---------------------------------------------------------------- predict and the exported classifier
+
+# The strongest recipe's classifier size: what a user would export and run on photos.
+RUNTIME_CASE = ModelCase("vgg32", ClassifierConfig(arch="vgg", width=32), IMAGE_SIZE, 10, 0)
+RUNTIME_BATCHES = (1, 256)
+
+
+def _saved_classifier(case: ModelCase, folder: Path) -> Path:
+    """The case's (untrained: throughput ignores the weights) model as a checkpoint, as train saves it."""
+    path = folder / MODEL_FILE
+    save_classifier(path, case.build(), case.config, CANONICAL_CLASSES, (case.size, case.size, 1), FaceAlignConfig())
+    return path
+
+
+def predict_rows(scale: Scale) -> list[Row]:
+    """`fersynth predict`'s work per photo: read from the zip, detect every face (MTCNN), align, classify."""
+    photos_file = SHARED_DATA / WILD_PHOTOS
+    if not photos_file.is_file():
+        return [Row.skipped("predict (photos)", "predict", f"{photos_file} not found")]
+    with tempfile.TemporaryDirectory() as folder:
+        classifier = load_face_classifier(_saved_classifier(RUNTIME_CASE, Path(folder)))
+
+    def predict_all() -> tuple[int, int]:
+        photos = faces = 0
+        for frame in itertools.islice(read_inputs([photos_file]), scale.photos):
+            assert frame.pixels is not None, frame.error
+            found = find_faces(frame.pixels, classifier.card, "mtcnn")
+            faces += len(classify_faces(classifier, found, 0))
+            photos += 1
+        return photos, faces
+
+    predict_all()  # warm-up: loads MTCNN
+    seconds, counts = [], (0, 0)
+    for _ in range(scale.repeats):
+        started = time.perf_counter()
+        counts = predict_all()
+        seconds.append(time.perf_counter() - started)
+    photos, faces = counts
+    details = (
+        f"{photos} photos of {WILD_PHOTOS} ({faces} faces found), every face, detection_size 160, "
+        f"{_case_title(RUNTIME_CASE)} on torch"
+    )
+    return [
+        rate_row("predict (photos, end to end)", "predict", [photos / value for value in seconds], "repeat", details)
+    ]
+
+
+def runtime_rows(scale: Scale) -> list[Row]:
+    """The classifier alone on aligned faces, PyTorch against onnxruntime, in rounds visiting each in turn."""
+    with tempfile.TemporaryDirectory() as folder:
+        runtimes = _runtimes(RUNTIME_CASE, Path(folder))
+        count = scale.inference_count(RUNTIME_CASE) if scale.quick else 1024
+        faces = random_dataset(count, RUNTIME_CASE.size).images
+        sizes = {batch: min(count, SINGLE_FACES if batch == 1 else count) for batch in RUNTIME_BATCHES}
+        rates: dict[tuple[str, int], list[float]] = {}
+        for _ in range(scale.repeats + 1):  # the first round warms up
+            for (name, runtime), batch in itertools.product(runtimes.items(), RUNTIME_BATCHES):
+                elapsed = _seconds_in_batches(runtime, faces[: sizes[batch]], batch)
+                rates.setdefault((name, batch), []).append(sizes[batch] / elapsed)
+    title = _case_title(RUNTIME_CASE)
+    return [
+        rate_row(
+            f"classifier {name}, batch {batch}",
+            "classifier-runtimes",
+            values[1:],
+            "repeat",
+            f"{title}, uint8 faces to probabilities (FaceClassifier.probabilities); {sizes[batch]} faces a repeat",
+        )
+        for (name, batch), values in rates.items()
+    ]
+
+
+SINGLE_FACES = 64  # faces a batch-1 repeat classifies one at a time
+
+
+def _runtimes(case: ModelCase, folder: Path) -> dict[str, FaceClassifier]:
+    """The case's model on torch and, exported as `fersynth export` does, on onnxruntime."""
+    loaded = load_classifier(_saved_classifier(case, folder))
+    export_onnx(loaded, folder / "classifier.onnx")
+    card = ModelCard(loaded.classes, loaded.image_shape, FaceAlignConfig())
+    (folder / "classifier.json").write_text(json.dumps(sidecar_record(card, {})))
+    return {"PyTorch": TorchFaceClassifier(loaded, card), "onnxruntime": OnnxFaceClassifier(folder / "classifier.onnx")}
+
+
+def _seconds_in_batches(runtime: FaceClassifier, faces: np.ndarray, batch: int) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(faces), batch):
+        runtime.probabilities(faces[start : start + batch])
+    return time.perf_counter() - started
+
+
 def _per_case(rows: Callable[[ModelCase, Scale], list[Row]], case: ModelCase) -> Benchmark:
     return Benchmark(lambda scale: rows(case, scale))
 
@@ -500,6 +604,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "gan-step": Benchmark(gan_step_rows),
     "gan-generate": Benchmark(gan_generate_rows),
     **{f"inference-{name}": _per_case(inference_rows, MODEL_CASES[name]) for name in INFERENCE_CASES},
+    "predict": Benchmark(predict_rows),
+    "classifier-runtimes": Benchmark(runtime_rows),
     "dvc-repro": Benchmark(pipeline_rows, slow=True),
 }
 

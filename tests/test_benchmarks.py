@@ -50,3 +50,15 @@ def test_a_benchmark_without_its_data_is_a_row_that_says_why(tmp_path: Path) -> 
     run_suite(out, ["faces"], os.environ | {"FERSYNTH_SHARED_DATA": str(tmp_path / "absent")})
     [[name, figure, _spread, details, _rerun]] = table_rows(out.read_text())
     assert name.startswith("decode") and figure == "–" and details.startswith("skipped:") and "absent" in details
+
+
+@pytest.mark.slow
+def test_runtime_rows_compare_pytorch_and_onnxruntime_at_batch_one_and_many(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    run_suite(out, ["classifier-runtimes"])
+    rows = table_rows(out.read_text())
+    names = [name for name, *_ in rows]
+    assert names == [
+        f"classifier {runtime}, batch {batch}" for runtime in ("PyTorch", "onnxruntime") for batch in (1, 256)
+    ]
+    assert all(float(figure.split()[0].replace(",", "")) > 0 for _, figure, *_ in rows)
