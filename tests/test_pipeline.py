@@ -175,6 +175,9 @@ def test_exp_show_leads_with_headline_metrics(baseline: tuple[Path, str]) -> Non
     shown = _dvc(baseline[0], "exp", "show", "--md", "--no-pager")
     header = shown.splitlines()[0]
     assert header.index("macro_f1") < header.index("common.seed")  # metrics before params
+    # evaluate's figures lead, calibrate's quality figures come after train's and merge's
+    assert header.index("macro_f1") < header.index("best_val_macro_f1") < header.index("synthetic_share")
+    assert header.index("synthetic_share") < header.index("quality_gan_kid")
     assert "synthetic_share" in header and "recall_disgust" in header
     assert "count_train_angry" not in header and "before_angry" not in header  # diagnostics stay out
 

@@ -150,7 +150,7 @@ def test_an_unknown_preset_lists_the_known_ones() -> None:
 
 
 def test_the_readme_names_only_existing_presets() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = "\n".join(page.read_text() for page in [REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md")])
     named = set(re.findall(r"fersynth preset (?:show|apply) ([\w.-]+)", readme))
     named |= {word for line in re.findall(r"--presets ([^\n\\]+)", readme) for word in line.split()}
     unknown = {name for name in named if name not in PRESETS and name != "synthetic" and not name.startswith("-")}

@@ -11,7 +11,7 @@ from typing import Any
 
 # Largest difference allowed between a fresh `make run` and the committed headline metrics in the
 # same environment (CPU model, thread count, library versions). Clean-shell runs of the demo on this
-# project's 2-core machine gave identical metrics (README "The committed baseline"); the margin only
+# project's 2-core machine gave identical metrics (docs/experiments.md "The committed baseline"); the margin only
 # absorbs the 4th-decimal rounding.
 TOLERANCE = 1.0e-4
 
