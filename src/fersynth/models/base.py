@@ -7,10 +7,16 @@ statistics.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from fersynth.registry import Registry
+
+if TYPE_CHECKING:
+    from fersynth.config import ClassifierConfig
 
 # Pixels in [0, 1] mapped to roughly zero mean, unit variance for nets trained from scratch.
 PLAIN_MEAN: tuple[float, ...] = (0.5,)
@@ -18,6 +24,11 @@ PLAIN_STD: tuple[float, ...] = (0.25,)
 # torchvision's ImageNet statistics: what pretrained ResNet weights expect.
 IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+
+# (config, num_classes, in_channels, image_size) -> a freshly initialised classifier
+ClassifierBuilder = Callable[["ClassifierConfig", int, int, int], "Classifier"]
+CLASSIFIERS: Registry[ClassifierBuilder] = Registry("classifier", "train.arch")
 
 
 class InputAdapter(nn.Module):

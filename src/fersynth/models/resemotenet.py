@@ -8,10 +8,15 @@ dropout 0.5: about 80M parameters.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from fersynth.models.base import PLAIN_MEAN, PLAIN_STD, Classifier, InputAdapter
+from fersynth.models.base import CLASSIFIERS, PLAIN_MEAN, PLAIN_STD, Classifier, InputAdapter
+
+if TYPE_CHECKING:
+    from fersynth.config import ClassifierConfig
 
 STEM_CHANNELS = (64, 128, 256)
 RESIDUAL_CHANNELS = (512, 1024, 2048)
@@ -60,7 +65,9 @@ class ResidualBlock(nn.Module):
         return torch.relu(self.residual(x) + self.shortcut(x))
 
 
-def build_resemotenet(num_classes: int, in_channels: int) -> Classifier:
+@CLASSIFIERS.register("resemotenet")
+def build_resemotenet(config: ClassifierConfig, num_classes: int, in_channels: int, image_size: int) -> Classifier:
+    """The reference network at any image size (its pooling is adaptive)."""
     layers: list[nn.Module] = []
     channels = 3  # the reference network is RGB; grayscale is repeated by the adapter
     for stage, out_channels in enumerate(STEM_CHANNELS):

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from fersynth.errors import DataError
-from fersynth.models.base import IMAGENET_MEAN, IMAGENET_STD, Classifier, InputAdapter
+from fersynth.models.base import CLASSIFIERS, IMAGENET_MEAN, IMAGENET_STD, Classifier, InputAdapter
 from fersynth.torch_files import MISFIT, describe, load_torch_file
+
+if TYPE_CHECKING:
+    from fersynth.config import ClassifierConfig
 
 logger = logging.getLogger(__name__)
 
 RESIDUAL_STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
-def build_resnet18(
-    num_classes: int, in_channels: int, weights_path: str = "", freeze_blocks: int = 0, backbone_lr_scale: float = 1.0
-) -> Classifier:
-    """Without weights every layer trains at the full lr; with them the first `freeze_blocks`
+@CLASSIFIERS.register("resnet18")
+def build_resnet18(config: ClassifierConfig, num_classes: int, in_channels: int, image_size: int) -> Classifier:
+    """Without `config.weights_path` every layer trains at the full lr; with it the first `freeze_blocks`
     residual stages (and the stem) stay fixed and the rest of the backbone trains at
     `lr × backbone_lr_scale`."""
+    weights_path, freeze_blocks, backbone_lr_scale = config.weights_path, config.freeze_blocks, config.backbone_lr_scale
     # torchvision pulls in torch._dynamo (about 2 s); only runs that build a ResNet pay for it.
     from torchvision.models import resnet18
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
-from fersynth.models.base import PLAIN_MEAN, PLAIN_STD, Classifier, InputAdapter
+from fersynth.models.base import CLASSIFIERS, PLAIN_MEAN, PLAIN_STD, Classifier, InputAdapter
+
+if TYPE_CHECKING:
+    from fersynth.config import ClassifierConfig
 
 BLOCKS = 4  # 48 -> 24 -> 12 -> 6 -> 3 pixels
 BLOCK_DROPOUT = 0.2
 HEAD_DROPOUT = 0.5
 
 
-def build_vgg(num_classes: int, in_channels: int, width: int) -> Classifier:
-    """Blocks of width, 2w, 4w, 8w channels; ~1.2M parameters at width 32, ~0.3M at 16."""
+@CLASSIFIERS.register("vgg")
+def build_vgg(config: ClassifierConfig, num_classes: int, in_channels: int, image_size: int) -> Classifier:
+    """Blocks of width, 2w, 4w, 8w channels; ~1.2M parameters at width 32, ~0.3M at 16; any image size."""
+    width = config.width
     layers: list[nn.Module] = []
     channels = in_channels
     for block in range(BLOCKS):

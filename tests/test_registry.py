@@ -1,0 +1,32 @@
+"""Registries: each one's names are exactly its param's choices in config.py, and lookups name the param."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import pytest
+
+from fersynth.config import ClassifierConfig
+from fersynth.errors import ParamsError
+from fersynth.models import CLASSIFIERS, build_classifier
+from fersynth.registry import Registry
+
+
+def test_every_classifier_arch_has_a_builder_and_every_builder_an_arch() -> None:
+    assert set(CLASSIFIERS.names()) == set(get_args(ClassifierConfig.model_fields["arch"].annotation))
+
+
+@pytest.mark.parametrize("arch", CLASSIFIERS.names())
+def test_each_registered_classifier_builds_for_grey_48_pixel_faces(arch: str) -> None:
+    model = build_classifier(ClassifierConfig(arch=arch, width=4), 7, 1, 48)
+    assert model.head.out_features == 7
+
+
+def test_an_unknown_name_names_the_param_and_the_choices() -> None:
+    registry: Registry[int] = Registry("policy", "merge.policy")
+    registry.register("all")(1)
+    assert registry["all"] == 1
+    with pytest.raises(ParamsError, match=r"merge\.policy: unknown policy 'some' \(known: all\)"):
+        registry["some"]
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("all")(2)
