@@ -30,3 +30,13 @@ def test_an_unknown_name_names_the_param_and_the_choices() -> None:
         registry["some"]
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("all")(2)
+
+
+def test_every_fetch_source_read_from_files_has_a_layout() -> None:
+    """`demo` is drawn and `fer2013_csv` holds pixel rows; every other source is a folder layout."""
+    from fersynth.config import FetchConfig
+    from fersynth.datasets.members import LAYOUTS
+    from fersynth.datasets.sources import load_source  # noqa: F401  (registers every layout)
+
+    sources = set(get_args(FetchConfig.model_fields["source"].annotation))
+    assert set(LAYOUTS.names()) == sources - {"demo", "fer2013_csv"}

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from fersynth.datasets.archive import FileTree
 from fersynth.errors import DataError
+from fersynth.registry import Registry
+
+if TYPE_CHECKING:
+    from fersynth.datasets.labels import LabelMapper
+    from fersynth.datasets.papers import PaperOptions
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom in the file's pixels
 
@@ -22,6 +28,12 @@ class Member:
     split: str | None  # None: the source does not say
     box: Box | None = None  # face box to crop before resizing (AffectNet gives one per image)
     group: str | None = None  # the person shown: carved splits never put one person on both sides
+
+
+# A source's folder layout: the labelled image members of a folder or zip, listed before any decoding.
+MemberLister = Callable[[FileTree, "LabelMapper", "PaperOptions"], Iterable["Member"]]
+# Every fetch.source read from a folder or zip of image files (not `demo`, drawn; not `fer2013_csv`, pixel rows).
+LAYOUTS: Registry[MemberLister] = Registry("dataset layout", "fetch.source")
 
 
 def images_by_file_name(tree: FileTree) -> dict[str, list[str]]:

@@ -30,7 +30,7 @@ from pathlib import PurePosixPath
 
 from fersynth.datasets.archive import FileTree
 from fersynth.datasets.labels import LabelMapper, normalize_label
-from fersynth.datasets.members import Box, Member, coded_name, images_by_file_name
+from fersynth.datasets.members import LAYOUTS, Box, Member, coded_name, images_by_file_name
 from fersynth.datasets.tables import csv_table, utf8_lines
 from fersynth.errors import DataError
 
@@ -99,7 +99,8 @@ class PaperOptions:
 # --- RAF-DB ---------------------------------------------------------------------------------------------
 
 
-def rafdb_members(tree: FileTree, mapper: LabelMapper) -> Iterable[Member]:
+@LAYOUTS.register("rafdb")
+def rafdb_members(tree: FileTree, mapper: LabelMapper, options: PaperOptions) -> Iterable[Member]:
     labels = _single_file(tree, "list_patition_label.txt", "RAF-DB basic (EmoLabel/list_patition_label.txt)")
     by_file_name = images_by_file_name(tree)
     for line, fields in _text_lines(tree, labels):
@@ -136,7 +137,9 @@ def _rafdb_split(stem: str, where: str) -> str:
 # --- KDEF and JAFFE: the label is in the file name -----------------------------------------------------------
 
 
-def kdef_members(tree: FileTree, mapper: LabelMapper, angles: Sequence[str]) -> Iterable[Member]:
+@LAYOUTS.register("kdef")
+def kdef_members(tree: FileTree, mapper: LabelMapper, options: PaperOptions) -> Iterable[Member]:
+    angles = options.kdef_angles
     skipped: Counter[str] = Counter()
     for name in tree.images():
         match = _KDEF_NAME.match(PurePosixPath(name).stem.upper())
@@ -160,7 +163,8 @@ def kdef_members(tree: FileTree, mapper: LabelMapper, angles: Sequence[str]) -> 
         )
 
 
-def jaffe_members(tree: FileTree, mapper: LabelMapper) -> Iterable[Member]:
+@LAYOUTS.register("jaffe")
+def jaffe_members(tree: FileTree, mapper: LabelMapper, options: PaperOptions) -> Iterable[Member]:
     for name in tree.images():
         match = _JAFFE_NAME.match(PurePosixPath(name).stem.upper())
         if match is None:
@@ -174,7 +178,9 @@ def jaffe_members(tree: FileTree, mapper: LabelMapper) -> Iterable[Member]:
 # --- CK+ ------------------------------------------------------------------------------------------------
 
 
-def ckplus_members(tree: FileTree, mapper: LabelMapper, neutral_first_frame: bool) -> Iterable[Member]:
+@LAYOUTS.register("ckplus")
+def ckplus_members(tree: FileTree, mapper: LabelMapper, options: PaperOptions) -> Iterable[Member]:
+    neutral_first_frame = options.ckplus_neutral_first_frame
     emotion_files = [name for name in tree.names if name.endswith("_emotion.txt")]
     if not emotion_files:
         raise DataError(
@@ -217,7 +223,8 @@ def _ckplus_code(tree: FileTree, name: str) -> str:
 # --- AffectNet ------------------------------------------------------------------------------------------
 
 
-def affectnet_members(tree: FileTree, mapper: LabelMapper) -> Iterable[Member]:
+@LAYOUTS.register("affectnet")
+def affectnet_members(tree: FileTree, mapper: LabelMapper, options: PaperOptions) -> Iterable[Member]:
     csv_files = [name for name in tree.names if PurePosixPath(name).name.lower() in AFFECTNET_FILES]
     if not csv_files:
         raise DataError(f"{tree.path}: no training.csv or validation.csv (the affectnet source's annotation files)")

@@ -42,16 +42,9 @@ from fersynth.datasets.folds import KFold, assign_test_fold
 from fersynth.datasets.format import SPLITS, Dataset
 from fersynth.datasets.imaging import check_pixel_budget, letterbox, load_images, warn_too_small
 from fersynth.datasets.labels import FER2013_CSV_EMOTIONS, LabelMapper, normalize_label
+from fersynth.datasets.members import LAYOUTS, images_by_file_name
 from fersynth.datasets.members import Member as _Member
-from fersynth.datasets.members import images_by_file_name
-from fersynth.datasets.papers import (
-    PaperOptions,
-    affectnet_members,
-    ckplus_members,
-    jaffe_members,
-    kdef_members,
-    rafdb_members,
-)
+from fersynth.datasets.papers import PaperOptions  # importing papers registers its layouts too
 from fersynth.datasets.splits import carve_splits
 from fersynth.datasets.tables import csv_table
 from fersynth.errors import DataError
@@ -185,38 +178,16 @@ class _Decoding:
 
 
 def _read(source: FetchSource, path: Path, mapper: LabelMapper, decoding: _Decoding, options: PaperOptions) -> _Loaded:
-    if source == "fer2013_csv" and path.suffix.lower() == ".csv" and not path.is_dir():
-        with open_regular_file(path, decoding.rules) as stream:
-            return _read_fer2013_csv(stream, str(path), mapper, decoding)
+    if source == "fer2013_csv":
+        if path.suffix.lower() == ".csv" and not path.is_dir():
+            with open_regular_file(path, decoding.rules) as stream:
+                return _read_fer2013_csv(stream, str(path), mapper, decoding)
+        with FileTree(path, decoding.rules) as tree:
+            name = _single_csv(tree)
+            with tree.open(name) as stream:
+                return _read_fer2013_csv(stream, tree.where(name), mapper, decoding)
     with FileTree(path, decoding.rules) as tree:
-        if source == "fer2013":
-            return _decode(tree, _fer2013_members(tree, mapper), decoding)
-        if source == "imagefolder":
-            return _decode(tree, _imagefolder_members(tree, mapper), decoding)
-        if source == "legend":
-            return _decode(tree, _legend_members(tree, mapper), decoding)
-        if source in _PAPER_SOURCES:
-            return _decode(tree, _paper_members(source, tree, mapper, options), decoding)
-        name = _single_csv(tree)
-        with tree.open(name) as stream:
-            return _read_fer2013_csv(stream, tree.where(name), mapper, decoding)
-
-
-_PAPER_SOURCES = frozenset({"rafdb", "kdef", "jaffe", "ckplus", "affectnet"})
-
-
-def _paper_members(
-    source: FetchSource, tree: FileTree, mapper: LabelMapper, options: PaperOptions
-) -> Iterable[_Member]:
-    if source == "rafdb":
-        return rafdb_members(tree, mapper)
-    if source == "kdef":
-        return kdef_members(tree, mapper, options.kdef_angles)
-    if source == "jaffe":
-        return jaffe_members(tree, mapper)
-    if source == "ckplus":
-        return ckplus_members(tree, mapper, options.ckplus_neutral_first_frame)
-    return affectnet_members(tree, mapper)
+        return _decode(tree, LAYOUTS[source](tree, mapper, options), decoding)
 
 
 def _decode(tree: FileTree, members: Iterable[_Member], decoding: _Decoding) -> _Loaded:
@@ -238,7 +209,8 @@ def _decode(tree: FileTree, members: Iterable[_Member], decoding: _Decoding) -> 
 # --- folder layouts -------------------------------------------------------------------------------
 
 
-def _fer2013_members(tree: FileTree, mapper: LabelMapper) -> Iterable[_Member]:
+@LAYOUTS.register("fer2013")
+def _fer2013_members(tree: FileTree, mapper: LabelMapper, options: PaperOptions) -> Iterable[_Member]:
     root = tree.shallowest_folder(lambda folder: "train" in _normalized(tree.child_folders(folder)))
     if root is None:
         raise DataError(
@@ -252,7 +224,8 @@ def _fer2013_members(tree: FileTree, mapper: LabelMapper) -> Iterable[_Member]:
         yield member
 
 
-def _imagefolder_members(tree: FileTree, mapper: LabelMapper) -> Iterable[_Member]:
+@LAYOUTS.register("imagefolder")
+def _imagefolder_members(tree: FileTree, mapper: LabelMapper, options: PaperOptions) -> Iterable[_Member]:
     split_root = tree.shallowest_folder(
         lambda folder: bool(_normalized(tree.child_folders(folder)) & SPLIT_FOLDERS.keys())
     )
@@ -307,7 +280,8 @@ def _single_top_folder(tree: FileTree, mapper: LabelMapper) -> str:
         root = _join(root, child)
 
 
-def _legend_members(tree: FileTree, mapper: LabelMapper) -> Iterable[_Member]:
+@LAYOUTS.register("legend")
+def _legend_members(tree: FileTree, mapper: LabelMapper, options: PaperOptions) -> Iterable[_Member]:
     legend = _shallowest_file(tree, "legend.csv")
     by_file_name = images_by_file_name(tree)
     with tree.open(legend) as stream:
