@@ -40,3 +40,17 @@ def test_every_fetch_source_read_from_files_has_a_layout() -> None:
 
     sources = set(get_args(FetchConfig.model_fields["source"].annotation))
     assert set(LAYOUTS.names()) == sources - {"demo", "fer2013_csv"}
+
+
+def test_every_merge_policy_is_registered() -> None:
+    from fersynth.config import MergeConfig
+    from fersynth.merging import MERGE_POLICIES
+
+    assert set(MERGE_POLICIES.names()) == set(get_args(MergeConfig.model_fields["policy"].annotation))
+
+
+def test_every_calibrate_policy_is_registered() -> None:
+    from fersynth.calibration import CALIBRATE_POLICIES
+    from fersynth.config import CalibrateConfig
+
+    assert set(CALIBRATE_POLICIES.names()) == set(get_args(CalibrateConfig.model_fields["policy"].annotation))

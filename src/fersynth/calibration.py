@@ -52,6 +52,7 @@ from fersynth.errors import DataError
 from fersynth.io import atomic_directory, remove_staging_of, write_json
 from fersynth.metrics import frechet_distance, macro_f1
 from fersynth.quality import synthetic_quality
+from fersynth.registry import Registry
 from fersynth.training import extract_features, fit_classifier, load_classifier, predict_proba, save_classifier
 
 log = logging.getLogger(__name__)
@@ -123,20 +124,49 @@ def decide(proba: np.ndarray, intended: np.ndarray, config: CalibrateConfig, val
     `proba` are the teachers' probabilities (N, K); `val`, their scores on real val, only the
     precision selection needs.
     """
-    classes = proba.shape[1]
-    if config.policy == "relabel":
-        keep, thresholds = np.ones(len(proba), dtype=bool), np.zeros(classes)  # as if every threshold were 0
-    else:
+    policy = CALIBRATE_POLICIES[config.policy]
+    if policy.selects:
         keep, thresholds = SELECTIONS[config.selection](proba, intended, config, val)
-    predicted = proba.argmax(axis=1).astype(np.int64)
-    top = proba.max(axis=1, initial=0.0).astype(np.float32)
-    if config.policy == "filter":
-        return Decision(keep, intended.astype(np.int64), intended_probability(proba, intended), None, thresholds)
-    if config.policy == "relabel":
-        return Decision(keep, predicted, top, None, thresholds)
-    if config.policy == "soft":
-        return Decision(keep, predicted, top, proba.astype(np.float32), thresholds)
-    raise ValueError(f"unknown calibration policy {config.policy!r}")
+    else:
+        keep, thresholds = np.ones(len(proba), dtype=bool), np.zeros(proba.shape[1])  # as if every threshold were 0
+    labels, confidence, soft_labels = policy.label(proba, intended)
+    return Decision(keep, labels, confidence, soft_labels, thresholds)
+
+
+# (labels (N,) int64, confidence (N,) float32, soft labels (N, K) float32 or None)
+Labelling = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class CalibratePolicy:
+    """How a kept image is labelled, and whether the selection decides which are kept."""
+
+    label: Callable[[np.ndarray, np.ndarray], Labelling]  # (teachers' proba, intended) -> labelling
+    selects: bool = True  # False: every image is kept (relabel: the teachers' label is the whole decision)
+
+
+CALIBRATE_POLICIES: Registry[CalibratePolicy] = Registry("calibration policy", "calibrate.policy")
+
+
+def _as_intended(proba: np.ndarray, intended: np.ndarray) -> Labelling:
+    """filter: the label it was generated as, with the teachers' probability of it."""
+    return intended.astype(np.int64), intended_probability(proba, intended), None
+
+
+def _teachers_label(proba: np.ndarray, intended: np.ndarray) -> Labelling:
+    """relabel: the teachers' most probable class."""
+    return proba.argmax(axis=1).astype(np.int64), proba.max(axis=1, initial=0.0).astype(np.float32), None
+
+
+def _teachers_probabilities(proba: np.ndarray, intended: np.ndarray) -> Labelling:
+    """soft: the teachers' whole probability vector (and their top class as the hard label)."""
+    labels, confidence, _ = _teachers_label(proba, intended)
+    return labels, confidence, proba.astype(np.float32)
+
+
+CALIBRATE_POLICIES.register("filter")(CalibratePolicy(_as_intended))
+CALIBRATE_POLICIES.register("relabel")(CalibratePolicy(_teachers_label, selects=False))
+CALIBRATE_POLICIES.register("soft")(CalibratePolicy(_teachers_probabilities))
 
 
 def select_by_threshold(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from fersynth.datasets.format import (
     read_dataset,
 )
 from fersynth.errors import DataError
+from fersynth.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def merge_training_set(
     names = {REAL: "real set", OFFLINE: "offline set", SYNTHETIC: "synthetic set", **(names or {})}
     pools = _usable_pools(real, offline, synthetic, config, names)
     available = {source: pool.class_counts() for source, pool in pools.items()}
-    target = _target(config, available, real.classes)
+    target = MERGE_POLICIES[config.policy].target(config, available, real.classes)
     plans = {name: plan_class(available, name, target, config) for name in real.classes}
     parts = _select(pools, plans, seed)
     for name, plan in plans.items():
@@ -178,38 +179,78 @@ def check_origins(real: Dataset, derived: Dataset, where: str, allow_unknown: bo
         )
 
 
-def plan_class(
-    available: Mapping[str, Mapping[str, int]], name: str, target: int | None, config: MergeConfig
-) -> ClassPlan:
+Counts = Mapping[str, Mapping[str, int]]  # source -> class -> rows available
+
+
+@dataclass(frozen=True)
+class MergePolicy:
+    """How many rows a class gets (`target`, None: all there are) and how its sources fill them (`plan`)."""
+
+    target: Callable[[MergeConfig, Counts, Sequence[str]], int | None]
+    plan: Callable[[int, int, int, int, MergeConfig], ClassPlan]  # (real, offline, synthetic, target, config)
+
+
+MERGE_POLICIES: Registry[MergePolicy] = Registry("merge policy", "merge.policy")
+
+
+def plan_class(available: Counts, name: str, target: int | None, config: MergeConfig) -> ClassPlan:
     """Rows per source for class `name` under the policy; `target` is None for policy `all`."""
     real, offline, synthetic = (available[source][name] for source in MERGE_SOURCES)
     if target is None:
         return ClassPlan(real, offline, synthetic)
-    if config.policy == "per_class":
-        real = min(real, target)
-        offline = min(offline, target - real)
+    return MERGE_POLICIES[config.policy].plan(real, offline, synthetic, target, config)
+
+
+def _fill(real: int, offline: int, synthetic: int, target: int, synthetic_cap: int | None = None) -> ClassPlan:
+    """All real and offline rows, then synthetic ones up to the target (and the cap)."""
     room = max(0, target - real - offline)
-    if config.policy == "max_synthetic_share" and config.max_synthetic_share < 1.0:
-        room = min(room, _synthetic_cap(real + offline, config.max_synthetic_share))
+    if synthetic_cap is not None:
+        room = min(room, synthetic_cap)
     taken = min(synthetic, room)
     return ClassPlan(real, offline, taken, shortfall=max(0, target - real - offline - taken))
 
 
-def _synthetic_cap(base: int, share: float) -> int:
-    """Largest k with k / (base + k) <= share, for share < 1."""
-    return math.floor(share * base / (1.0 - share) + 1e-9)  # epsilon: 0.5 * 10 / 0.5 must stay 10
-
-
-def _target(config: MergeConfig, available: Mapping[str, Mapping[str, int]], classes: Sequence[str]) -> int | None:
-    if config.policy == "all":
-        return None
-    if config.policy == "per_class":
-        return config.per_class
+def _largest_real_class(config: MergeConfig, available: Counts, classes: Sequence[str]) -> int:
     largest_base = max(available[REAL][name] + available[OFFLINE][name] for name in classes)
     if largest_base == 0:
         # Neither real nor offline listed (a synthetic-only experiment): balance to the largest synthetic class.
         return max(available[SYNTHETIC].values())
     return largest_base
+
+
+def _fill_to_target(real: int, offline: int, synthetic: int, target: int, config: MergeConfig) -> ClassPlan:
+    return _fill(real, offline, synthetic, target)
+
+
+def _everything(config: MergeConfig, available: Counts, classes: Sequence[str]) -> None:
+    return None
+
+
+def _per_class_target(config: MergeConfig, available: Counts, classes: Sequence[str]) -> int:
+    return config.per_class
+
+
+def _real_first_up_to_target(real: int, offline: int, synthetic: int, target: int, config: MergeConfig) -> ClassPlan:
+    """per_class: real rows count toward the target too, then offline, then synthetic."""
+    real = min(real, target)
+    return _fill(real, min(offline, target - real), synthetic, target)
+
+
+def _within_synthetic_share(real: int, offline: int, synthetic: int, target: int, config: MergeConfig) -> ClassPlan:
+    share = config.max_synthetic_share
+    cap = _synthetic_cap(real + offline, share) if share < 1.0 else None
+    return _fill(real, offline, synthetic, target, cap)
+
+
+MERGE_POLICIES.register("all")(MergePolicy(_everything, _fill_to_target))
+MERGE_POLICIES.register("balance_to_max")(MergePolicy(_largest_real_class, _fill_to_target))
+MERGE_POLICIES.register("per_class")(MergePolicy(_per_class_target, _real_first_up_to_target))
+MERGE_POLICIES.register("max_synthetic_share")(MergePolicy(_largest_real_class, _within_synthetic_share))
+
+
+def _synthetic_cap(base: int, share: float) -> int:
+    """Largest k with k / (base + k) <= share, for share < 1."""
+    return math.floor(share * base / (1.0 - share) + 1e-9)  # epsilon: 0.5 * 10 / 0.5 must stay 10
 
 
 def _usable_pools(
