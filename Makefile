@@ -8,7 +8,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test check-baseline lint lock clean
+.PHONY: setup run test check-baseline lint lock clean browser
 
 setup: $(STAMP)
 
@@ -28,6 +28,17 @@ run: $(STAMP)
 test: $(STAMP)
 	ruff check src stages tests benchmarks .ci
 	pytest
+
+# Debian's Chromium and its WebDriver, for the browser test of `fersynth serve`'s page (Playwright's own
+# browser download cannot work offline). Nothing to do when both are installed; apt-get through sudo unless root.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@if [ "$$(dpkg-query -W -f='$${Status}\n' $(BROWSER_PACKAGES) 2>/dev/null | grep -cx 'install ok installed')" = 2 ]; then \
+		echo "$(BROWSER_PACKAGES): installed"; \
+	else \
+		sudo=$$([ "$$(id -u)" = 0 ] || command -v sudo); \
+		$$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends $(BROWSER_PACKAGES); \
+	fi
 
 # After `make run` on a fresh clone: the headline metrics agree with the committed baseline.
 check-baseline: $(STAMP)

@@ -25,7 +25,7 @@ STAGE_MODULES: tuple[str, ...] = (
 )
 
 # Commands that are no DVC stage, listed after the stages; each module defines a Typer group `app`.
-TOOL_MODULES: tuple[str, ...] = ("predict", "preset", "report", "compare")
+TOOL_MODULES: tuple[str, ...] = ("predict", "serve", "preset", "report", "compare")
 
 
 class StageGroup(TyperGroup):
