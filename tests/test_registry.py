@@ -54,3 +54,10 @@ def test_every_calibrate_policy_is_registered() -> None:
     from fersynth.config import CalibrateConfig
 
     assert set(CALIBRATE_POLICIES.names()) == set(get_args(CalibrateConfig.model_fields["policy"].annotation))
+
+
+def test_every_gan_loss_is_registered() -> None:
+    from fersynth.config import TrainGanConfig
+    from fersynth.gan.training import GAN_LOSSES
+
+    assert set(GAN_LOSSES.names()) == set(get_args(TrainGanConfig.model_fields["loss"].annotation))

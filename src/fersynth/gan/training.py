@@ -51,6 +51,7 @@ from fersynth.gan.checkpoint import (
 from fersynth.gan.generator import GanGenerator
 from fersynth.gan.models import Discriminator, GanArchitecture, Generator, upsampling_steps
 from fersynth.progress import progress_bar
+from fersynth.registry import Registry
 from fersynth.seeding import seed_everything
 from fersynth.torch_files import MISFIT, describe
 
@@ -367,7 +368,7 @@ class UnitTrainer:
             # Real and fake go through D separately: its minibatch-std layer must not mix them.
             real_scores, real_logits = self.parallel_discriminator(self.augment(real, count), labels)
             fake_scores, _ = self.parallel_discriminator(self.augment(fake.detach(), count), labels)
-            d_loss = discriminator_loss(self.config.loss, real_scores, fake_scores)
+            d_loss = GAN_LOSSES[self.config.loss].discriminator(real_scores, fake_scores)
             d_loss = d_loss + self.class_loss(real_logits, labels)
         step_optimizer(d_loss * shard_weight(count), self.optimizer_d, self.scaler)
 
@@ -375,7 +376,7 @@ class UnitTrainer:
         self.discriminator.requires_grad_(False)
         with self.precision.autocast():
             fake_scores_for_g, fake_logits = self.discriminator(self.augment(fake, count), labels)
-            g_loss = generator_loss(self.config.loss, fake_scores_for_g) + self.class_loss(fake_logits, labels)
+            g_loss = GAN_LOSSES[self.config.loss].generator(fake_scores_for_g) + self.class_loss(fake_logits, labels)
         step_optimizer(g_loss * shard_weight(count), self.optimizer_g, self.scaler)
         self.discriminator.requires_grad_(True)
         self.scaler.update()
@@ -444,16 +445,35 @@ def recalibrate_batchnorm(generator: Generator, seed: int) -> None:
     generator.eval()
 
 
-def discriminator_loss(kind: str, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-    if kind == "hinge":
-        return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+@dataclass(frozen=True)
+class GanLoss:
+    """The adversarial loss pair: the discriminator's on (real, fake) scores, the generator's on fake ones."""
+
+    discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    generator: Callable[[torch.Tensor], torch.Tensor]
+
+
+GAN_LOSSES: Registry[GanLoss] = Registry("GAN loss", "train_gan.loss")
+
+
+def _hinge_discriminator(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+
+
+def _nonsaturating_discriminator(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
     return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
 
 
-def generator_loss(kind: str, fake_scores: torch.Tensor) -> torch.Tensor:
-    if kind == "hinge":
-        return -fake_scores.mean()
+def _hinge_generator(fake_scores: torch.Tensor) -> torch.Tensor:
+    return -fake_scores.mean()
+
+
+def _nonsaturating_generator(fake_scores: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_scores).mean()
+
+
+GAN_LOSSES.register("hinge")(GanLoss(_hinge_discriminator, _hinge_generator))
+GAN_LOSSES.register("nonsaturating")(GanLoss(_nonsaturating_discriminator, _nonsaturating_generator))
 
 
 def training_images(dataset: Dataset, offline: Dataset | None) -> Dataset:
