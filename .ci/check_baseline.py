@@ -2,7 +2,7 @@
 
 Fails, naming each culprit, when a stage's code, params or inputs changed since the baseline was
 committed (commit the new dvc.lock and metrics/ with the change, as DVC users expect), or when a
-headline metric moved by more than fersynth.baseline.TOLERANCE.
+headline metric moved by more than fersynth.tools.baseline.TOLERANCE.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from fersynth.baseline import TOLERANCE, environment_differences, metric_differences, stale_stages
+from fersynth.tools.baseline import TOLERANCE, environment_differences, metric_differences, stale_stages
 
 # The train stage records the environment its numbers depend on.
 ENVIRONMENT_RECORD = "metrics/diagnostics/train.json"

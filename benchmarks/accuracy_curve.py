@@ -24,7 +24,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from fersynth.experiments import resolve_revision
+from fersynth.tools.experiments import resolve_revision
 
 TRAIN_DIAGNOSTICS = "metrics/diagnostics/train.json"
 VAL_ACCURACY = "metrics/train_live/plots/metrics/val_accuracy.tsv"

@@ -32,7 +32,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-from fersynth.comparison import gain_verdicts, markdown_table, run_figures, summarise, table_keys
+from fersynth.tools.comparison import gain_verdicts, markdown_table, run_figures, summarise, table_keys
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -13,7 +13,8 @@ import typer
 import yaml
 from dvc.utils.hydra import apply_overrides
 
-from fersynth.comparison import (
+from fersynth.errors import FersynthError, ParamsError
+from fersynth.tools.comparison import (
     DEFAULT_VARIANT_NAMES,
     RESULT_FILES,
     SEED_KEYS,
@@ -29,8 +30,7 @@ from fersynth.comparison import (
     summarise,
     table_keys,
 )
-from fersynth.errors import FersynthError, ParamsError
-from fersynth.experiments import (
+from fersynth.tools.experiments import (
     QueuedRun,
     count_answering_workers,
     experiment_results,

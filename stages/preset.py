@@ -10,7 +10,14 @@ import typer
 from dvc.utils.hydra import apply_overrides
 
 from fersynth.errors import ParamsError
-from fersynth.presets import find_preset, list_presets, load_preset, preset_comment, preset_overrides, validate_preset
+from fersynth.tools.presets import (
+    find_preset,
+    list_presets,
+    load_preset,
+    preset_comment,
+    preset_overrides,
+    validate_preset,
+)
 from stages._common import ParamsOption, read_params, read_raw_params, stage_command
 
 app = typer.Typer(name="preset", help=__doc__, no_args_is_help=True, add_completion=False)

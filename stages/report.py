@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from fersynth import report
 from fersynth.config import read_yaml_file
 from fersynth.errors import DataError, ParamsError
-from fersynth.experiments import resolve_revision
 from fersynth.io import atomic_directory
+from fersynth.tools import report
+from fersynth.tools.experiments import resolve_revision
 from stages._common import ParamsOption, read_params, stage_command
 
 app = typer.Typer(name="report", help=__doc__, add_completion=False)

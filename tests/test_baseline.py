@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fersynth.baseline import environment_differences, metric_differences, stale_stages
 from fersynth.reporting import run_environment
+from fersynth.tools.baseline import environment_differences, metric_differences, stale_stages
 
 
 def test_metrics_within_tolerance_agree() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from fersynth.comparison import (
+from fersynth.errors import FersynthError
+from fersynth.tools.comparison import (
     COMMITTED,
     DEFAULT_VARIANT_NAMES,
     SEED_KEYS,
@@ -23,8 +24,7 @@ from fersynth.comparison import (
     summarise,
     table_keys,
 )
-from fersynth.errors import FersynthError
-from fersynth.experiments import start_workers_in_turn, threads_per_job, wait_for
+from fersynth.tools.experiments import start_workers_in_turn, threads_per_job, wait_for
 
 from .conftest import REPO_ROOT
 

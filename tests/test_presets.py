@@ -13,7 +13,7 @@ from dvc.utils.hydra import apply_overrides
 from typer.testing import CliRunner
 
 from fersynth.errors import ParamsError
-from fersynth.presets import (
+from fersynth.tools.presets import (
     apply_preset,
     find_preset,
     list_presets,

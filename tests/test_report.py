@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from fersynth import report
+from fersynth.tools import report
 from stages.cli import app
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,10 +1,10 @@
 """Does synthetic data help, beyond noise? Variants of the pipeline run over seeds (and folds), summarised.
 
 A variant is a named set of params overrides (`-S key=value`, as `dvc exp run` takes them): the
-committed params (`synthetic`) or a preset (`presets/<name>.yaml`, see `fersynth.presets`). Each
+committed params (`synthetic`) or a preset (`presets/<name>.yaml`, see `fersynth.tools.presets`). Each
 runs once per seed, varying the classifier alone (`train.seed`) or the whole pipeline (`common.seed`),
 and with k-fold once per test fold. This module plans the runs and summarises their metrics;
-`fersynth.experiments` queues and runs them with DVC (`fersynth compare`).
+`fersynth.tools.experiments` queues and runs them with DVC (`fersynth compare`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fersynth.presets import list_presets, load_preset, preset_overrides, validate_preset
+from fersynth.tools.presets import list_presets, load_preset, preset_overrides, validate_preset
 
 # Overall figures of metrics/evaluate.json, in the table's order (balanced accuracy is UAR).
 OVERALL = ("accuracy", "balanced_accuracy", "macro_f1")
