@@ -3,20 +3,23 @@
 A preset file maps dotted params keys to values (`train.arch: resemotenet`) under a header comment
 naming its source and what differs from it. It reaches the pipeline the way `dvc exp run -S` does:
 `preset_overrides` turns it into Hydra override strings, which DVC's own writer applies to params.yaml
-(comments kept). `apply_preset` computes the same result in memory, with the same rules: a key sets
-its value, and a mapping value is merged into the mapping already there (as Hydra merges), so
-`calibrate.judge: {epochs: 3}` keeps the judge's other keys.
+(comments kept). `apply_preset` runs that same writer on a copy in a scratch folder: there is one `-S`
+implementation, DVC's. A key sets its value, and a mapping value is merged into the mapping already there
+(as Hydra merges), so `calibrate.judge: {epochs: 3}` keeps the judge's other keys.
 
 Like the rest of the library this module never reads params.yaml: callers pass its mapping in.
 """
 
 from __future__ import annotations
 
-import copy
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
+from dvc.utils.hydra import apply_overrides
 
 from fersynth.config import Params, load_params, read_yaml_file
 from fersynth.errors import ParamsError
@@ -70,25 +73,18 @@ def preset_comment(path: Path) -> str:
     return "\n".join(lines).strip()
 
 
-def apply_preset(params: Mapping[str, Any], preset: Mapping[str, Any], source: str = "preset") -> dict[str, Any]:
-    """`params` with every key of `preset` set, as DVC's `-S key=value` sets it (mappings merged)."""
-    result = copy.deepcopy(dict(params))
-    for key, value in preset.items():
-        *sections, leaf = key.split(".")
-        parent = result
-        for depth, section in enumerate(sections):
-            if parent.get(section) is None:
-                parent[section] = {}
-            if not isinstance(parent[section], dict):
-                raise ParamsError(f"{source}: {key}: {'.'.join(sections[: depth + 1])} is a value, not a section")
-            parent = parent[section]
-        parent[leaf] = _merged(parent.get(leaf), value)
-    return result
+def apply_preset(params: Mapping[str, Any], preset: Mapping[str, Any]) -> dict[str, Any]:
+    """`params` with every key of `preset` set by DVC's own `-S` writer (on a scratch copy)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "params.yaml"
+        path.write_text(yaml.safe_dump(dict(params), sort_keys=False))
+        apply_overrides(str(path), preset_overrides(preset, params))
+        return yaml.safe_load(path.read_text())
 
 
 def validate_preset(params: Mapping[str, Any], preset: Mapping[str, Any], source: str) -> Params:
     """The typed params `preset` gives on top of `params`; errors name the offending keys and `source`."""
-    return load_params(apply_preset(params, preset, source), source=source)
+    return load_params(apply_preset(params, preset), source=source)
 
 
 def preset_overrides(preset: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> list[str]:
@@ -129,15 +125,6 @@ def _override_string(text: str) -> str:
     # be read as an interpolation, and prompts are free text.
     escaped = re.sub(r"(\\+)(?='|\$\{|$)", lambda run: run.group(1) * 2, text)
     return "'" + escaped.replace("'", "\\'").replace("${", "\\${") + "'"
-
-
-def _merged(existing: Any, value: Any) -> Any:
-    if isinstance(existing, dict) and isinstance(value, dict):
-        merged = dict(existing)
-        for key, item in value.items():
-            merged[key] = _merged(existing.get(key), item)
-        return merged
-    return copy.deepcopy(value)
 
 
 def _adds_keys(params: Any, path: list[str], value: Any) -> bool:
