@@ -4,7 +4,7 @@ A case runs one `fersynth` command in-process on an input it built itself and ch
 command exited non-zero, that its message names the culprit (file, member, line or key), that no
 traceback reached the user, and that outputs from an earlier good run are byte-for-byte intact.
 A case about memory runs the command in a child process instead (`run_measured`), on a zip bomb
-(`bomb_workspace`) for one, and checks the child's peak.
+(`bomb_workspace`) or a params file of nested aliases (`alias_bomb`), and checks the child's peak.
 """
 
 from __future__ import annotations
@@ -77,6 +77,13 @@ def write_zip_bomb(path: Path, member: str, size: int, extra: dict[str, bytes] |
             for start in range(0, size, len(chunk)):
                 stream.write(chunk[: size - start])
     return path
+
+
+def alias_bomb(levels: int) -> bytes:
+    """A "billion laughs" params file: each level lists nine aliases of the level before, 9**levels strings in all."""
+    lines = [b'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [b"l%d: &l%d [%s]" % (level, level, b", ".join([b"*l%d" % (level - 1)] * 9)) for level in range(1, levels)]
+    return b"\n".join([*lines, b"train: {arch: *l%d}" % (levels - 1)]) + b"\n"
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import pickle
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from fersynth.gan.generator import GENERATOR_FILE
 from fersynth.models import build_classifier
 from fersynth.training import MODEL_FILE, save_classifier
 
-from .bad_inputs import assert_refused, leftovers, run_command, snapshot
+from .bad_inputs import alias_bomb, assert_refused, leftovers, run_command, run_measured, snapshot
 from .conftest import make_dataset
 from .test_calibrate_stage import invoke as run_calibrate
 from .test_calibrate_stage import write_inputs as write_calibrate_inputs
@@ -99,6 +101,20 @@ PARAMS_CASES = [
     pytest.param(write_yaml({"calibrate": {"threshold": 1.5}}), "calibrate.threshold", id="threshold-above-one"),
     pytest.param(write_yaml({"augment_offline": {"variants_per_image": -1}}), "variants_per_image", id="negative"),
     pytest.param(write_yaml({"merge": {"polcy": "all"}}), "merge.polcy", id="unknown-key"),
+    # What reading the file may cost is bounded by its size (config.BoundedLoader), and every number has a range.
+    pytest.param(write_bytes(alias_bomb(9)), "params.yaml:5: this value holds 66,430 values", id="alias-bomb"),
+    pytest.param(write_bytes(b"train: &a {arch: [*a]}\n"), "params.yaml:1: nested deeper", id="alias-of-itself"),
+    pytest.param(write_bytes(b"train: " + b"[" * 20_000 + b"]" * 20_000), "nested deeper than 64", id="deep-nesting"),
+    pytest.param(
+        write_bytes(b"train:\n  lr: 1.0e-3\n  lr: 1.0e-2\n"), "params.yaml:3: key 'lr' given twice", id="duplicate-key"
+    ),
+    pytest.param(write_bytes(b"# " + b"x" * 2**16), "larger than 64 KiB", id="oversized"),
+    pytest.param(write_bytes(b"train: {epochs: 0x" + b"f" * 300 + b"}"), "params.yaml:1: integer", id="huge-integer"),
+    pytest.param(write_bytes(b"train: {arch: 2001-13-45}"), "cannot read '2001-13-45'", id="impossible-date"),
+    pytest.param(write_bytes(b"train: {lr: .inf}"), "train.lr: Input should be a finite number", id="lr-infinite"),
+    pytest.param(write_bytes(b"train_gan: {lr_generator: .nan}"), "train_gan.lr_generator", id="lr-nan"),
+    pytest.param(write_yaml({"train": {"epochs": 10**24}}), "train.epochs: Input should be less", id="epochs-huge"),
+    pytest.param(write_yaml({"merge": {"per_class": 10**9}}), "merge.per_class", id="count-huge"),
 ]
 
 
@@ -107,6 +123,19 @@ def test_bad_params_file_is_refused_by_name(augmented: Path, write: Callable[[Pa
     params = augmented / "bad_params.yaml"
     write(params)
     assert_augment_refused(augmented, params, str(params), culprit)
+
+
+def test_an_alias_bomb_is_refused_in_bounded_time_and_memory(tmp_path: Path) -> None:
+    """Nine levels of nine aliases in 523 bytes. Before config.BoundedLoader, eight levels took 16 s and 930 MiB to
+    refuse (the message quoted the whole expanded value), and nine ran past 60 s and 2.7 GB."""
+    (tmp_path / "params.yaml").write_bytes(alias_bomb(9))
+    started = time.perf_counter()
+    measured = run_measured(augment_arguments(tmp_path), cwd=tmp_path)
+    seconds = time.perf_counter() - started
+    assert measured.exit_code == 1 and "Traceback" not in measured.output, measured.output
+    assert "params.yaml:5:" in "".join(measured.output.split())
+    assert measured.peak_mib < 200, f"peak {measured.peak_mib:.0f} MiB"
+    assert seconds < 20, f"{seconds:.1f} s, interpreter start included"
 
 
 # ---------------------------------------------------------------- artefacts between stages
@@ -392,6 +421,8 @@ def evaluate_arguments(root: Path) -> list[str]:
         pytest.param(edit_payload(lambda payload: rename_keys(payload["state_dict"])), id="wrong-keys"),
         pytest.param(edit_payload(lambda payload: payload.update(image_shape=[16, 16])), id="image-shape-short"),
         pytest.param(edit_payload(lambda payload: payload.pop("format")), id="foreign-format"),
+        # What a diverged training saved before train stopped on it: evaluate would report chance as a result.
+        pytest.param(edit_payload(lambda payload: payload["state_dict"]["head.weight"].fill_(math.nan)), id="nan"),
     ],
 )
 def test_damaged_classifier_is_refused_by_evaluate(tmp_path: Path, damage: Callable[[Path], None]) -> None:
@@ -441,6 +472,18 @@ def test_pretrained_weights_that_are_no_weights_are_refused_by_name(tmp_path: Pa
     write_train_inputs(tmp_path, arch="resnet18", weights_path=str(weights), epochs=1)
     assert_refused(run_command(train_arguments(tmp_path)), str(weights), "tensors and plain data")
     assert not (tmp_path / "model").exists() and leftovers(tmp_path) == []
+
+
+def test_a_diverging_training_is_stopped_and_the_earlier_model_kept(tmp_path: Path) -> None:
+    """train.lr 1e30 drove every weight to NaN and train exited 0; evaluate then reported chance accuracy."""
+    write_train_inputs(tmp_path)
+    assert run_command(train_arguments(tmp_path)).exit_code == 0
+    outputs = (tmp_path / "model", tmp_path / "train.json", tmp_path / "headline.json")
+    earlier = snapshot(*outputs)
+    write_train_inputs(tmp_path, lr=1.0e30)
+    assert_refused(run_command(train_arguments(tmp_path)), "train.lr 1e+30", "in epoch 1", "lower train.lr")
+    assert snapshot(*outputs) == earlier
+    assert leftovers(tmp_path) == []
 
 
 # ---------------------------------------------------------------- interrupted runs

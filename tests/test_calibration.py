@@ -26,7 +26,7 @@ from fersynth.calibration import (
 )
 from fersynth.config import CalibrateConfig, ClassifierConfig
 from fersynth.datasets.format import Dataset
-from fersynth.errors import DataError
+from fersynth.errors import DataError, ParamsError
 from fersynth.metrics import macro_f1
 from fersynth.training import fit_classifier, predict_proba, save_classifier
 
@@ -324,6 +324,14 @@ def test_teachers_are_cached_per_member(monkeypatch: pytest.MonkeyPatch, tmp_pat
     relabelled = replace(train, labels=np.roll(train.labels, 1))
     load_or_train_teachers(relabelled, val, config, seed=3, cache_dir=tmp_path)
     assert trained == [3, 4, 5, 3, 4]  # other real data: other teachers
+
+
+def test_a_diverging_teacher_names_its_own_learning_rate_and_is_not_cached(tmp_path: Path) -> None:
+    real = make_dataset(per_class=6, size=8)
+    config = CalibrateConfig(teacher=TINY_TEACHER.model_copy(update={"lr": 1.0e30}))
+    with pytest.raises(ParamsError, match=r"calibrate\.teacher\.lr 1e\+30: training diverged, .* in epoch 1"):
+        load_or_train_teachers(real.split("train"), real.split("val"), config, seed=0, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_mixed_ensemble_trains_one_teacher_per_class_weighting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

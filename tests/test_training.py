@@ -13,7 +13,7 @@ import torch
 from fersynth.config import ClassifierConfig, FaceAlignConfig
 from fersynth.datasets.format import Dataset
 from fersynth.device import training_precision
-from fersynth.errors import DataError
+from fersynth.errors import DataError, ParamsError
 from fersynth.models import build_classifier
 from fersynth.seeding import seed_everything
 from fersynth.training import (
@@ -155,6 +155,24 @@ def test_load_reports_missing_and_foreign_files(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(DataError, match=r"foreign\.pt"):
         load_classifier(foreign)
+
+
+@pytest.mark.parametrize("arch", ["linear", "vgg"])
+def test_a_diverging_fit_stops_naming_the_epoch_and_the_learning_rate(arch: str) -> None:
+    dataset = make_dataset(per_class=2, size=16)
+    config = ClassifierConfig(arch=arch, width=4, epochs=3, batch_size=4, lr=1.0e30, scheduler="none")
+    with pytest.raises(ParamsError, match=r"train\.lr 1e\+30: training diverged, .* in epoch 1; lower train\.lr"):
+        fit_classifier(dataset, dataset, config, seed=0)
+
+
+def test_a_checkpoint_with_a_nan_weight_is_refused_by_name(tmp_path: Path) -> None:
+    config = ClassifierConfig(arch="linear", epochs=1)
+    model = build_classifier(config, num_classes=7, in_channels=1, image_size=16)
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    save_classifier(tmp_path / "model.pt", model, config, make_dataset(per_class=1, size=16).classes, (16, 16, 1))
+    with pytest.raises(DataError, match=r"model\.pt: weight head\.weight holds NaN or infinite values"):
+        load_classifier(tmp_path)
 
 
 LEVERS = {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "random_erasing": 0.5, "channels_last": True}

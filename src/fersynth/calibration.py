@@ -421,7 +421,7 @@ def load_or_train_classifier(
         log.info("%s (seed %d): cache hit, loaded %s", role, seed, entry)
         return cached
     log.info("%s (seed %d): not cached, training -> %s", role, seed, entry)
-    model = fit_classifier(train, val, config, seed=seed, description=role).model
+    model = fit_classifier(train, val, config, seed=seed, description=role, params_key=f"calibrate.{role}").model
     with atomic_directory(entry) as staging:
         save_classifier(staging / TEACHER_FILE, model, config, train.classes, tuple(train.images.shape[1:]))
         info = {"role": role, "seed": seed, "classes": list(train.classes), "data_fingerprint": fingerprint}

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from yaml.error import Mark
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode
 
 from fersynth.errors import ParamsError
 
@@ -31,11 +34,32 @@ MAX_SEED = 2**31 - 1
 TEST_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # fullmatch: `$` would let a trailing newline through
 HELD_OUT_SET = "test"
 
+# Upper bounds of counts and sizes, far beyond any real run: there so that a slip (a few zeros too many) is refused by
+# its key instead of running for years or asking for terabytes. Floats are bounded by being finite (see Section).
+MAX_EPOCHS = 10_000  # also epoch-valued settings: warm-up, step size, checkpoint interval
+MAX_IMAGES = 10**8  # images of a split, of a class, or of an epoch (FER2013 has 35,887; the largest FER sets 10^6)
+MAX_BATCH = 65_536
+MAX_STEPS = 10_000  # diffusion denoising steps (25 to 50 in practice)
+MAX_SIDE = 65_536  # pixels along one side of an image (JPEG's own limit is 65,535)
+MAX_PIXELS = 10**12  # decoded pixels of a whole source
+MAX_BYTES = 2**40  # 1 TiB: a dataset file
+
+
+# Error messages list at most this many invalid keys, and quote a short rendering of each value: a list of a
+# thousand bad values, or one string of 60 KB, would otherwise become a message of that size.
+MAX_ERRORS_LISTED = 20
+SHOWN_KEY_CHARS = 120
+SHOWN_VALUE_CHARS = 80
+SHOWN_MESSAGE_CHARS = 300  # a validator's message quotes the value it refuses
+SHOWN_VALUE = reprlib.Repr()
+SHOWN_VALUE.maxlevel = 2  # reprlib renders only what it shows, however large the value
+SHOWN_VALUE.maxstring = SHOWN_VALUE.maxother = SHOWN_VALUE_CHARS
+
 
 class Section(BaseModel):
-    """Base of every section: unknown keys and silent type coercion are errors."""
+    """Base of every section: unknown keys, silent type coercion and non-finite floats (.inf, .nan) are errors."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class CommonConfig(Section):
@@ -79,17 +103,17 @@ class ReadRules(Section):
 
     # A zip member or file is read whole (images, label lists) or streamed (CSV tables): either stops past this.
     # 512 MiB: FER2013's CSV is 287 MiB; a face photo is a few MiB at most.
-    max_file_bytes: int = Field(512 * 2**20, ge=1)
+    max_file_bytes: int = Field(512 * 2**20, ge=1, le=MAX_BYTES)
     # A zip member above 1 MiB may inflate to at most this many times its compressed size (zip bombs inflate
     # by 1000x and more). Smaller members are exempt: a flat 48×48 PNG or a CSV of zeros can legitimately
     # compress 500:1, and below 1 MiB no ratio can cost memory.
-    max_compression_ratio: float = Field(200.0, ge=1.0)
+    max_compression_ratio: float = Field(200.0, ge=1.0, le=1e6)  # deflate itself stops near 1032:1
     # Decoded pixels of a whole source (images × side²), checked before the array is allocated (1 byte a pixel
     # and channel). 2e9 holds FER2013 (35,887 × 48²) and tens of thousands of 256×256 photos.
-    max_total_pixels: int = Field(2_000_000_000, ge=1)
+    max_total_pixels: int = Field(2_000_000_000, ge=1, le=MAX_PIXELS)
     # Images with a side below this are dropped and counted (dropped_too_small): letterboxed, a 1×1 or 2×2
     # file would become a flat face. 4 drops only such degenerate files; raise it for a source of photos.
-    min_side: int = Field(4, ge=1)
+    min_side: int = Field(4, ge=1, le=MAX_SIDE)
     # Grey level (0 = black, as the letterbox padding) transparent pixels are composited onto: alpha never
     # decides the number of channels, a grey face with an alpha channel stays grey.
     alpha_background: int = Field(0, ge=0, le=255)
@@ -98,12 +122,12 @@ class ReadRules(Section):
 class FetchConfig(PaperSourceOptions, ReadRules):
     source: FetchSource = "demo"
     path: str = ""  # folder or zip; unused by the demo source
-    demo_train: int = Field(2800, ge=7)
-    demo_val: int = Field(600, ge=7)
-    demo_test: int = Field(600, ge=7)
+    demo_train: int = Field(2800, ge=7, le=MAX_IMAGES)
+    demo_val: int = Field(600, ge=7, le=MAX_IMAGES)
+    demo_test: int = Field(600, ge=7, le=MAX_IMAGES)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # carved only when the source has no val split
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # carved only when the source has no test split
-    max_side: int = Field(256, ge=16)  # larger photos are stored downscaled (square, letterboxed)
+    max_side: int = Field(256, ge=16, le=MAX_SIDE)  # larger photos are stored downscaled (square, letterboxed)
     label_aliases: dict[str, str] = Field(default_factory=dict)  # extra raw-name -> canonical-name mappings
     # pHash bits (of 64) a val/test image may differ in from a train image and still count as its near-duplicate;
     # 0 counts equal hashes only. The audit always runs: it takes seconds even on FER2013.
@@ -118,7 +142,7 @@ class FetchConfig(PaperSourceOptions, ReadRules):
     # (stratified by class, or whole people where the source names them) is the test split and val is carved
     # from the rest by val_fraction. `fersynth compare --folds K` runs every fold. 0: the source's own splits.
     folds: int = Field(0, ge=0, le=50)
-    fold: int = Field(0, ge=0)
+    fold: int = Field(0, ge=0, le=49)  # below folds (at most 50)
 
     @model_validator(mode="after")
     def _path_given_for_files(self) -> FetchConfig:
@@ -140,12 +164,13 @@ class FaceAlignConfig(Section):
     margin: float = Field(0.25, ge=0.0, le=1.0)  # extra border around the detected box, as a share of its size
     min_confidence: float = Field(0.9, ge=0.0, le=1.0)
     on_no_face: Literal["fallback", "drop"] = "fallback"  # fallback: centre crop + resize
-    batch_size: int = Field(32, ge=1)
-    detection_size: int = Field(160, ge=0)  # larger photos are shrunk to this side for detection only; 0 = never
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
+    # Larger photos are shrunk to this side for detection only; 0 = never.
+    detection_size: int = Field(160, ge=0, le=MAX_SIDE)
 
 
 class AugmentOfflineConfig(Section):
-    variants_per_image: int = Field(2, ge=0)
+    variants_per_image: int = Field(2, ge=0, le=1_000)  # the papers write 5
     rotation_limit: float = Field(15.0, ge=0.0, le=90.0)  # degrees
     zoom_limit: float = Field(0.1, ge=0.0, le=0.5)
     stretch_limit: float = Field(0.1, ge=0.0, le=0.5)  # independent horizontal/vertical scale
@@ -156,10 +181,10 @@ class AugmentOfflineConfig(Section):
 
 class TrainGanConfig(Section):
     mode: Literal["conditional", "per_class"] = "conditional"
-    latent_dim: int = Field(100, ge=1)
-    base_channels: int = Field(16, ge=4)  # 16 fits the demo's CPU budget; wider learns real data better
-    epochs: int = Field(15, ge=0)
-    batch_size: int = Field(64, ge=2)
+    latent_dim: int = Field(100, ge=1, le=4096)  # DCGAN's is 100, StyleGAN's 512
+    base_channels: int = Field(16, ge=4, le=1024)  # 16 fits the demo's CPU budget; wider learns real data better
+    epochs: int = Field(15, ge=0, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=2, le=MAX_BATCH)
     lr_generator: float = Field(1.0e-3, gt=0.0)
     lr_discriminator: float = Field(4.0e-3, gt=0.0)  # D faster than G (TTUR): spectral norm slows D down
     beta1: float = Field(0.0, ge=0.0, lt=1.0)
@@ -174,17 +199,17 @@ class TrainGanConfig(Section):
     )
     balanced_sampling: bool = True
     use_offline: bool = False  # also train on offline-augmented variants
-    checkpoint_every: int = Field(1, ge=1)  # epochs between resumable checkpoints
+    checkpoint_every: int = Field(1, ge=1, le=MAX_EPOCHS)  # epochs between resumable checkpoints
 
 
 class TrainEditorConfig(Section):
     """A StarGAN/GANmut-style expression editor G(face, target expression, intensity), trained from scratch on the
     real train faces with adversarial, expression-classification and cycle-reconstruction losses."""
 
-    epochs: int = Field(0, ge=0, le=10_000)  # 0: no editor (generate.backend editor then refuses to run)
+    epochs: int = Field(0, ge=0, le=MAX_EPOCHS)  # 0: no editor (generate.backend editor then refuses to run)
     base_channels: int = Field(32, ge=4, le=256)  # width of the generator's first block (doubled when downsampling)
     residual_blocks: int = Field(3, ge=0, le=12)
-    batch_size: int = Field(32, ge=2)
+    batch_size: int = Field(32, ge=2, le=MAX_BATCH)
     lr_generator: float = Field(1.0e-4, gt=0.0)
     # D 4x G (as SAGAN): at 1e-4 the cycle loss closed the attention mask before D told expressions apart, and
     # the editor learned to return its input unchanged.
@@ -198,7 +223,8 @@ class TrainEditorConfig(Section):
     # hurts); the editor's condition is intensity × target + (1 − intensity) × source expression.
     intensity_min: float = Field(0.5, ge=0.0, le=1.0)
     intensity_max: float = Field(1.0, ge=0.0, le=1.0)
-    images_per_epoch: int = Field(0, ge=0)  # 0: one pass over the train faces; else this many (balanced classes)
+    # 0: one pass over the train faces; else this many (balanced classes)
+    images_per_epoch: int = Field(0, ge=0, le=MAX_IMAGES)
 
     @model_validator(mode="after")
     def _ordered_intensities(self) -> TrainEditorConfig:
@@ -236,11 +262,11 @@ class DiffusionConfig(Section):
     revision: str = ""  # required for a hub id: a commit hash pins what is downloaded
     allow_download: bool = False  # hub ids only; off = local_files_only (the offline default)
     allow_pickle: bool = False  # a pickled .ckpt/.bin runs code when loaded: refused unless this is true
-    steps: int = Field(25, ge=1)
-    guidance_scale: float = Field(7.5, ge=0.0)
+    steps: int = Field(25, ge=1, le=MAX_STEPS)
+    guidance_scale: float = Field(7.5, ge=0.0, le=100.0)  # 5 to 15 in practice; far above, images burn out
     scheduler: Literal["default", "ddim", "dpm", "euler", "pndm"] = "default"
-    resolution: int = Field(0, ge=0)  # 0 = the pipeline's native size (512 for SD 1.5)
-    batch_size: int = Field(4, ge=1)
+    resolution: int = Field(0, ge=0, le=MAX_SIDE)  # 0 = the pipeline's native size (512 for SD 1.5)
+    batch_size: int = Field(4, ge=1, le=MAX_BATCH)
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on a GPU, fp32 on CPU
     attention_slicing: bool = False  # less GPU memory for a little speed
     prompt: str = "a close-up portrait photo of a {age} {ethnicity} {gender} with {expression}, {lighting}, {pose}"
@@ -297,10 +323,10 @@ class GenerateConfig(Section):
     # backend=hybrid: the share of every class's planned images each backend draws (shares sum to 1)
     hybrid: dict[SynthesisBackendName, float] = Field(default_factory=lambda: {"gan": 0.5, "sd_text2img": 0.5})
     target: Literal["balance_to_max", "per_class", "counts"] = "balance_to_max"
-    per_class: int = Field(0, ge=0)  # used by target=per_class
-    counts: dict[str, int] = Field(default_factory=dict)  # used by target=counts
-    oversample: float = Field(1.5, ge=1.0)  # headroom for images calibration rejects
-    batch_size: int = Field(256, ge=1)
+    per_class: int = Field(0, ge=0, le=MAX_IMAGES)  # used by target=per_class
+    counts: dict[str, Annotated[int, Field(ge=0, le=MAX_IMAGES)]] = Field(default_factory=dict)  # used by target=counts
+    oversample: float = Field(1.5, ge=1.0, le=100.0)  # headroom for images calibration rejects; it multiplies counts
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     truncation: float = Field(0.0, ge=0.0)  # GAN latents redrawn beyond ±truncation (0 = none)
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     edit: EditConfig = Field(default_factory=EditConfig)
@@ -322,20 +348,21 @@ class GenerateConfig(Section):
 class ClassifierConfig(Section):
     arch: Literal["linear", "vgg", "resemotenet", "resnet18"] = "vgg"
     width: int = Field(32, ge=4, le=256)  # vgg only: channels of the first block (doubled per block)
-    epochs: int = Field(10, ge=1)  # with time_budget_minutes: an upper bound
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)  # with time_budget_minutes: an upper bound
     # Train for this many minutes of wall time (training plus validation) instead of a fixed number of epochs: the
     # scheduler anneals by the elapsed share of the budget (after any warm-up epochs), and training stops when it
     # is spent, so a 30-minute recipe is 30 minutes on any machine and more images per epoch buy fewer epochs.
     # Not repeatable (the epoch reached depends on the machine's speed); 0 = off: `epochs` alone decides.
     time_budget_minutes: float = Field(0.0, ge=0.0, le=100_000.0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1.0e-3, gt=0.0)
     weight_decay: float = Field(1.0e-4, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd only
     scheduler: Literal["cosine", "step", "none"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)  # lr rises linearly over these first epochs, then follows the scheduler
-    step_size: int = Field(10, ge=1)  # scheduler=step: epochs between lr drops
+    # lr rises linearly over these first epochs, then follows the scheduler
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
+    step_size: int = Field(10, ge=1, le=MAX_EPOCHS)  # scheduler=step: epochs between lr drops
     gamma: float = Field(0.1, gt=0.0, le=1.0)  # scheduler=step: lr factor
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     # Batch mixing: mixup blends each image with another of its batch, cutmix pastes a box of it, the weight
@@ -357,7 +384,7 @@ class ClassifierConfig(Section):
     backbone_lr_scale: float = Field(0.1, gt=0.0, le=1.0)  # resnet18 with weights: lr factor of the backbone
     # Two-phase fine-tuning: the first head_only_epochs train the head on a fixed body (phase 1), then the body
     # trains too (phase 2; a resnet18 with weights at backbone_lr_scale × lr, its freeze_blocks still fixed).
-    head_only_epochs: int = Field(0, ge=0)
+    head_only_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
     # Seeds this classifier's initialisation and batch order instead of common.seed, so a comparison
     # over seeds reruns only this classifier, not the data and GAN stages that common.seed feeds.
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
@@ -370,10 +397,10 @@ class CalibrateConfig(Section):
     policy: Literal["filter", "relabel", "soft"] = "filter"  # how a kept image is labelled
     selection: Literal["threshold", "quota", "precision"] = "threshold"  # which images are kept
     threshold: float = Field(0.5, ge=0.0, le=1.0)  # selection=threshold; precision's fallback
-    quota_per_class: int = Field(0, ge=0)  # used by selection=quota
+    quota_per_class: int = Field(0, ge=0, le=MAX_IMAGES)  # used by selection=quota
     target_precision: float = Field(0.9, gt=0.0, le=1.0)  # used by selection=precision
     confidence_floor: float = Field(0.0, ge=0.0, le=1.0)  # quota and precision never keep an image below it
-    ensemble_size: int = Field(1, ge=1)
+    ensemble_size: int = Field(1, ge=1, le=100)  # each member is a classifier trained in full
     teacher: ClassifierConfig = Field(default_factory=lambda: ClassifierConfig(epochs=5))
     # One teacher per listed class weighting (each × ensemble_size seeds); empty = teacher.class_weighting only.
     # An unweighted teacher rarely predicts a rare class and a balanced one over-predicts it: averaged,
@@ -415,7 +442,7 @@ class MergeConfig(Section):
         default_factory=lambda: ["real", "offline", "gan", "diffusion", "edit", "editor"]
     )
     policy: Literal["all", "balance_to_max", "per_class", "max_synthetic_share"] = "balance_to_max"
-    per_class: int = Field(0, ge=0)  # used by policy=per_class
+    per_class: int = Field(0, ge=0, le=MAX_IMAGES)  # used by policy=per_class
     max_synthetic_share: float = Field(0.5, ge=0.0, le=1.0)  # used by policy=max_synthetic_share
 
     @model_validator(mode="after")
@@ -438,7 +465,7 @@ class ExtraTestSet(PaperSourceOptions):
 
 
 class EvaluateConfig(Section):
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     # Test-time augmentation: each test image scored as the mean of the classifier's probabilities over
     # views of it. none | flip (mirror) | flip_shifts (mirror × centre and four 2-pixel shifts: 10 views).
     tta: Literal["none", "flip", "flip_shifts"] = "none"
@@ -502,40 +529,52 @@ class ExternalInput:
 
 
 def read_yaml_file(path: Path, what: str) -> Any:
-    """A YAML file's content; a missing, unreadable or malformed file is a ParamsError naming it (and its line)."""
+    """A YAML file's content, read within BoundedLoader's bounds; a missing, unreadable, oversized or malformed
+    file is a ParamsError naming it (and its line)."""
     if not path.is_file():
         raise ParamsError(f"{path}: {what} not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_YAML_BYTES + 1)  # no more: a huge file costs no memory to refuse
     except OSError as error:
         raise ParamsError(f"{path}: {what} unreadable ({error.strerror})") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ParamsError(f"{path}: {what} is larger than {MAX_YAML_BYTES // 2**10} KiB; is it the right file?")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        line = data[: error.start].count(b"\n") + 1
         raise ParamsError(f"{path}:{line}: {what} is not UTF-8 text") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=BoundedLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ParamsError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
+        problem = getattr(error, "problem", None) or error
+        raise ParamsError(
+            f"{where}: {problem}" if isinstance(error, YamlRefused) else f"{where}: not valid YAML ({problem})"
+        ) from None
 
 
 def load_params(raw: Mapping[str, Any], source: str = "params.yaml") -> Params:
-    """Validate a whole params mapping; errors name every offending key."""
+    """Validate a whole params mapping; errors name every offending key (the first MAX_ERRORS_LISTED of them)."""
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        lines = [_describe(err) for err in error.errors()]
+        errors = error.errors(include_url=False)
+        lines = [_describe(err) for err in errors[:MAX_ERRORS_LISTED]]
+        if len(errors) > MAX_ERRORS_LISTED:
+            lines.append(f"... and {len(errors) - MAX_ERRORS_LISTED} more")
         raise ParamsError(f"{source}: invalid parameters:\n" + "\n".join(f"  - {line}" for line in lines)) from None
 
 
 def _describe(err: Mapping[str, Any]) -> str:
-    location = ".".join(str(part) for part in err["loc"])
+    location = _clipped(".".join(str(part) for part in err["loc"]), SHOWN_KEY_CHARS)
     if err["type"] == "extra_forbidden":
         return f"{location}: unknown key{_suggestion(err['loc'])}"
     value = err.get("input")
-    shown = f" (got {value!r})" if not isinstance(value, Mapping) else ""
-    return f"{location}: {err['msg']}{shown}"
+    shown = f" (got {_clipped(SHOWN_VALUE.repr(value), SHOWN_VALUE_CHARS)})" if not isinstance(value, Mapping) else ""
+    return f"{location}: {_clipped(err['msg'], SHOWN_MESSAGE_CHARS)}{shown}"
 
 
 def _suggestion(loc: tuple[Any, ...]) -> str:
@@ -548,3 +587,130 @@ def _suggestion(loc: tuple[Any, ...]) -> str:
         model = annotation
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ---------------------------------------------------------------- reading YAML within bounds
+#
+# PyYAML's SafeLoader builds an aliased value once and shares it, but everything downstream (validation, error
+# messages) walks the expanded tree: a "billion laughs" file of a few hundred bytes, nine levels of nine aliases,
+# holds 387 million values. Composing recurses once per level, so 20,000 `[` end in a RecursionError.
+#
+# BoundedLoader refuses, with the line: nesting past MAX_YAML_DEPTH (through aliases too, so a value that contains
+# itself is refused), aliases that expand the document past MAX_YAML_NODES, a key written twice in one mapping
+# (YAML keeps the last silently while DVC's reader refuses the file, so the stage and `dvc params diff` would
+# disagree), an integer past MAX_INT_BITS, and a scalar its tag cannot read (where PyYAML raises ValueError or
+# AttributeError). read_yaml_file bounds the text itself: at most MAX_YAML_BYTES.
+
+# 64 KiB: five times params.yaml with every key spelled out and commented (13 KB). This loader reads such a file in
+# 1.5 s of CPU at worst (a flow list of zeros) on a busy 2-core machine; a larger limit would break 2 s.
+MAX_YAML_BYTES = 64 * 2**10
+# Levels of nested mappings and lists; params.yaml nests 4 deep.
+MAX_YAML_DEPTH = 64
+# Values (keys included) of the document with every alias expanded: one per byte of a file at the size limit, about
+# as many as such a file spells out without aliases (`0,` is two bytes a value, `a,` in a flow mapping one), so
+# aliases never make a document cost more than a file at the size limit.
+MAX_YAML_NODES = MAX_YAML_BYTES
+# Far past every param's range (validation names the key), and printable: repr() refuses ints past 4,300 digits,
+# which a hex literal spells in 3,600 bytes.
+MAX_INT_BITS = 1024
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+# How PyYAML's scalar constructors fail on text their tag cannot read, e.g. `!!int x` or the date `2001-13-45`.
+UNREADABLE_SCALAR = (ValueError, TypeError, AttributeError, OverflowError)
+
+
+class YamlRefused(yaml.MarkedYAMLError):
+    """A document valid as YAML but past one of BoundedLoader's bounds; `problem` says which."""
+
+    def __init__(self, problem: str, mark: Mark) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+def _clipped(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, marked with … when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader within the bounds above; use as `yaml.load(text, Loader=BoundedLoader)` on at most
+    MAX_YAML_BYTES of text."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        # Checked while composing, which recurses once per level: after it, RecursionError would have come first.
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise YamlRefused(f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, depth=1, known={})
+        return node
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        if not isinstance(node, ScalarNode):
+            return super().construct_object(node, deep)
+        shown = _clipped(node.value, SHOWN_VALUE_CHARS)
+        try:
+            value = super().construct_object(node, deep)
+        except UNREADABLE_SCALAR:
+            raise YamlRefused(f"cannot read {shown!r} as {node.tag.rsplit(':', 1)[-1]}", node.start_mark) from None
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+            raise YamlRefused(f"integer {shown} is beyond {MAX_INT_BITS} bits", node.start_mark)
+        return value
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            # Merged keys (`<<: *base`) may be overridden: that is what merging is for. Only keys written twice
+            # in this mapping are refused.
+            if isinstance(key_node, ScalarNode) and key_node.tag != MERGE_TAG:
+                key = self.construct_object(key_node)
+                if key in first_lines:
+                    shown = _clipped(repr(key), SHOWN_VALUE_CHARS)
+                    problem = f"key {shown} given twice (first on line {first_lines[key]})"
+                    raise YamlRefused(problem, key_node.start_mark)
+                first_lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node: Node, depth: int, known: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """Values under `node` (itself included) with aliases expanded, and their levels; refuses a document past
+    the bounds when `node` sits `depth` levels deep.
+
+    Each node is measured once (`known`, by id), so the cost is that of the file, not of the expansion. Levels
+    count through aliases too, which also ends an alias that contains itself (it is never `known` in time).
+    """
+    if depth > MAX_YAML_DEPTH:
+        raise _too_deep(node)
+    if id(node) not in known:
+        measured = [_expanded_size(child, depth + 1, known) for child in _children(node)]
+        size = 1 + sum(size for size, _ in measured)
+        if size > MAX_YAML_NODES:
+            raise YamlRefused(
+                f"this value holds {size:,} values with its aliases expanded, past the {MAX_YAML_NODES:,} allowed",
+                node.start_mark,
+            )
+        known[id(node)] = (size, 1 + max((levels for _, levels in measured), default=0))
+    size, levels = known[id(node)]
+    if depth + levels - 1 > MAX_YAML_DEPTH:  # a node measured before, now reached deeper through an alias
+        raise _too_deep(node)
+    return size, levels
+
+
+def _too_deep(node: Node) -> YamlRefused:
+    return YamlRefused(f"nested deeper than {MAX_YAML_DEPTH} levels (through aliases)", node.start_mark)
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    return node.value if isinstance(node, CollectionNode) else []

@@ -163,6 +163,7 @@ def fit_classifier(
     live: Live | None = None,
     description: str = "train",
     device: torch.device | None = None,
+    params_key: str = "train",
 ) -> FitResult:
     """Train from scratch (or from resnet18 weights) and keep the epoch with the best val macro-F1.
 
@@ -173,6 +174,9 @@ def fit_classifier(
 
     In a process group (fersynth.distributed) every rank draws the same batches and trains on its shard
     of each; rank 0 alone evaluates, so pass `live` on rank 0 only.
+
+    An epoch that ends with a non-finite loss or weight raises a ParamsError naming `params_key`'s learning rate:
+    training diverged, and going on would only save a model that predicts one class.
     """
     _check_compatible(train, val)
     batches = _batches(np.arange(len(train)), config.batch_size)
@@ -232,6 +236,7 @@ def fit_classifier(
                 stop_after_batch=partial(budget.step, optimizer, epoch),
             )
             train_loss = done.loss
+            _stop_if_diverged(train_loss, model, epoch, config, params_key)
             lr = optimizer.param_groups[-1]["lr"]
             validation_started = time.perf_counter()
             # Rank 0 alone evaluates, and the others take its record: their batch-norm statistics are not the
@@ -314,8 +319,33 @@ def load_classifier(path: Path) -> LoadedClassifier:
     file = path / MODEL_FILE if path.is_dir() else path
     what = "classifier checkpoint"
     loaded = load_fersynth_file(file, what, what, CHECKPOINT_FORMAT, "train", _rebuild_classifier)
+    broken = _first_non_finite(loaded.model.state_dict())
+    if broken is not None:
+        raise DataError(
+            f"{file}: weight {broken} holds NaN or infinite values; the training that saved it diverged "
+            "(retrain with a lower learning rate)"
+        )
     loaded.model.to(default_device()).eval()
     return loaded
+
+
+def _first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor of `state` holding a NaN or an infinity; None if all are finite."""
+    floats = {name: tensor for name, tensor in state.items() if tensor.is_floating_point()}
+    finite = torch.stack([torch.isfinite(tensor).all() for tensor in floats.values()]).tolist()  # one device sync
+    return next((name for name, ok in zip(floats, finite, strict=True) if not ok), None)
+
+
+def _stop_if_diverged(loss: float, model: Classifier, epoch: int, config: ClassifierConfig, params_key: str) -> None:
+    """Checked once an epoch, on what every rank agrees on (the loss summed over ranks, the synchronised weights),
+    so all ranks stop together; per batch would sync a GPU once more per step for no earlier answer that matters."""
+    broken = _first_non_finite(model.state_dict())
+    if math.isfinite(loss) and broken is None:
+        return
+    what = f"the training loss became {loss:g}" if not math.isfinite(loss) else f"weight {broken} became non-finite"
+    raise ParamsError(
+        f"{params_key}.lr {config.lr:g}: training diverged, {what} in epoch {epoch}; lower {params_key}.lr"
+    )
 
 
 def _rebuild_classifier(checkpoint: dict[str, Any]) -> LoadedClassifier:
