@@ -37,6 +37,10 @@ def command(
     live: Annotated[
         Path, typer.Option("--live", help="dvclive directory for per-epoch loss, val metrics and lr curves.")
     ],
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Resume file: saved every epoch; a killed run with the same params continues."),
+    ] = None,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
@@ -45,7 +49,9 @@ def command(
         raise typer.Exit(relaunch_under_torchrun(settings.processes, sys.argv[1:]))
     seed = params.train.seed_or(params.common.seed)
     with training_process(settings.device, os.environ) as placement:
-        run = train_from_directories(train, val, params.common.classes, params.train, seed, live, placement.device)
+        run = train_from_directories(
+            train, val, params.common.classes, params.train, seed, live, placement.device, resume
+        )
     if not placement.main:
         return
     with atomic_directory(out) as staging:

@@ -31,8 +31,8 @@ import yaml
 from fersynth.config import CANONICAL_CLASSES, ClassifierConfig
 from fersynth.datasets.format import IMAGES_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, SOFT_LABELS_FILE, write_dataset
 from fersynth.errors import ParamsError
-from fersynth.gan.checkpoint import CHECKPOINT_FILE
 from fersynth.gan.generator import GENERATOR_FILE
+from fersynth.gan.training import CHECKPOINT_FILE
 from fersynth.models import build_classifier
 from fersynth.training import MODEL_FILE, save_classifier
 

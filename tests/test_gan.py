@@ -7,14 +7,23 @@ import numpy as np
 import pytest
 import torch
 
+from fersynth.checkpointing import load_checkpoint, training_fingerprint
 from fersynth.config import TrainGanConfig
 from fersynth.datasets.format import Dataset
 from fersynth.errors import DataError
 from fersynth.gan.augment import diff_augment
-from fersynth.gan.checkpoint import CHECKPOINT_FILE, load_checkpoint, training_fingerprint
 from fersynth.gan.generator import GanGenerator, load_generator, truncated_normal
 from fersynth.gan.models import Discriminator, GanArchitecture, Generator, upsampling_steps
-from fersynth.gan.training import UnitTrainer, architecture, train_gan, training_images, training_units
+from fersynth.gan.training import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_FORMAT,
+    NOT_FINGERPRINTED,
+    UnitTrainer,
+    architecture,
+    train_gan,
+    training_images,
+    training_units,
+)
 
 from .conftest import make_dataset
 
@@ -76,8 +85,8 @@ def test_training_changes_the_generator_and_writes_a_loadable_checkpoint(faces: 
     assert any(
         not torch.equal(a, b) for a, b in zip(weights(untrained.generator), weights(trained.generator), strict=True)
     )
-    fingerprint = training_fingerprint(training_images(faces, None), TINY, 0)
-    state = load_checkpoint(tmp_path / "trained", fingerprint)
+    fingerprint = training_fingerprint(training_images(faces, None), TINY.model_dump(exclude=NOT_FINGERPRINTED), 0)
+    state = load_checkpoint(tmp_path / "trained" / CHECKPOINT_FILE, CHECKPOINT_FORMAT, fingerprint)
     assert state is not None and state["trainer"]["epoch"] == 2
     assert [entry["epoch"] for entry in trained.history] == [1, 2]
     metrics = trained.metrics()

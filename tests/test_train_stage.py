@@ -121,3 +121,16 @@ def test_train_seed_replaces_common_seed_for_the_classifier_only(workdir: Path) 
     common3, train3, train4 = (_weights(workdir / out) for out in runs)
     assert all(torch.equal(a, b) for a, b in zip(common3, train3, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(train3, train4, strict=True))
+
+
+def test_a_rerun_with_a_resume_file_continues_and_curves_show_the_whole_run(workdir: Path) -> None:
+    """The stage passes --resume through: a second run of the same params resumes after the last epoch and
+    trains nothing more, yet its curves hold every epoch and its model equals the first run's."""
+    resume = ["--resume", "state/resume.pt"]
+    assert _train(workdir, *resume, out="first")[0] == 0
+    assert (workdir / "state" / "resume.pt").is_file()
+    assert _train(workdir, *resume, out="second")[0] == 0
+    curve = (workdir / "second_live" / "plots" / "metrics" / "val_macro_f1.tsv").read_text().splitlines()
+    assert len(curve) == 3  # header + both epochs, replayed from the resume file
+    first, second = _weights(workdir / "first" / "model.pt"), _weights(workdir / "second" / "model.pt")
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))

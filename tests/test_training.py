@@ -17,6 +17,7 @@ from fersynth.errors import DataError, ParamsError
 from fersynth.models import build_classifier
 from fersynth.seeding import seed_everything
 from fersynth.training import (
+    _Budget,
     extract_features,
     fit_classifier,
     load_classifier,
@@ -314,3 +315,67 @@ def test_a_budget_too_small_for_one_epoch_still_trains_a_batch(
     config = LINEAR.model_copy(update={"time_budget_minutes": 0.5})
     result = fit_classifier(train, val, config, seed=0)
     assert result.epochs_reached == pytest.approx(1 / 12) and len(result.history) == 1 and result.stopped_by_budget
+
+
+class Killed(Exception):
+    """Stands in for a kill arriving mid-epoch."""
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nanoGPT-style resume: weights, optimizer, scheduler, RNGs and history come back; the epoch in progress
+    is redone, so the result equals a run that was never stopped."""
+    dataset = make_dataset(per_class=8, size=16)  # VGG (dropout, batch norm) needs 16 pixels for its 4 blocks
+    train, val = dataset.subset(dataset.splits != "val"), dataset.split("val")
+    config = ClassifierConfig(arch="vgg", width=4, epochs=3, batch_size=8, lr=3e-3)
+    straight = fit_classifier(train, val, config, seed=0)
+
+    third_epoch_batches = []
+    real_step = _Budget.step
+
+    def kill_in_epoch_three(self: _Budget, optimizer: torch.optim.Optimizer, epoch: int) -> bool:
+        if epoch == 3:
+            third_epoch_batches.append(epoch)
+            if len(third_epoch_batches) == 2:  # two batches into the third epoch
+                raise Killed
+        return real_step(self, optimizer, epoch)
+
+    resume = tmp_path / "resume.pt"
+    monkeypatch.setattr(_Budget, "step", kill_in_epoch_three)
+    with pytest.raises(Killed):
+        fit_classifier(train, val, config, seed=0, resume=resume)
+    monkeypatch.setattr(_Budget, "step", real_step)
+    with caplog.at_level(logging.INFO, logger="fersynth.training"):
+        resumed = fit_classifier(train, val, config, seed=0, resume=resume)
+    assert "after 2 epoch(s)" in caplog.text
+    assert resumed.history == straight.history and resumed.best_epoch == straight.best_epoch
+    for a, b in zip(_weights(straight.model), _weights(resumed.model), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(
+    splits: tuple[Dataset, Dataset], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    train, val = splits
+    config = LINEAR.model_copy(update={"epochs": 1})
+    resume = tmp_path / "resume.pt"
+    fit_classifier(train, val, config, seed=0, resume=resume)
+    assert resume.is_file()
+    with caplog.at_level(logging.INFO):
+        fit_classifier(train, val, config, seed=1, resume=resume)  # another seed: another run
+    assert "training from scratch" in caplog.text and "resuming" not in caplog.text
+
+
+def test_a_finished_budget_run_rerun_trains_nothing_more(
+    splits: tuple[Dataset, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget's spent minutes are part of the checkpoint: a rerun after the budget ran out ends at once."""
+    train, val = splits
+    monkeypatch.setattr("fersynth.training.time.perf_counter", SteppingClock(step=1.0))
+    config = LINEAR.model_copy(update={"epochs": 50, "time_budget_minutes": 0.5})
+    resume = tmp_path / "resume.pt"
+    first = fit_classifier(train, val, config, seed=0, resume=resume)
+    assert first.stopped_by_budget
+    again = fit_classifier(train, val, config, seed=0, resume=resume)
+    assert again.history == first.history and again.epochs_reached == first.epochs_reached

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from dvclive import Live
 
 from fersynth.batch_augment import BatchMix, TestTimeAugmentation, augment_batch, draw_mix, tta_views
+from fersynth.checkpointing import load_checkpoint, restore_rng, save_checkpoint, training_fingerprint
 from fersynth.config import ClassifierConfig, FaceAlignConfig
 from fersynth.datasets.format import Dataset, read_dataset
 from fersynth.device import Precision, default_device, step_optimizer, training_precision
@@ -28,6 +29,7 @@ from fersynth.distributed import (
     check_shards,
     computed_on_main_process,
     data_parallel,
+    is_main_process,
     log_weights_digest,
     on_main_process,
     seed_torch_per_rank,
@@ -42,7 +44,7 @@ from fersynth.metrics import macro_f1
 from fersynth.models import Classifier, build_classifier, count_parameters, parameter_groups
 from fersynth.progress import progress_bar
 from fersynth.seeding import seed_everything
-from fersynth.torch_files import load_fersynth_file, save_torch_file
+from fersynth.torch_files import MISFIT, describe, load_fersynth_file, save_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -127,11 +129,12 @@ def train_from_directories(
     seed: int,
     live_dir: Path,
     device: torch.device | None = None,
+    resume: Path | None = None,
 ) -> TrainingRun:
     """Train on every row of `train_dir` and select the checkpoint on the val split of `val_dir`.
 
-    Curves go to the dvclive directory `live_dir`, emptied first: this run's epochs only. In a process
-    group only rank 0 opens it.
+    Curves go to the dvclive directory `live_dir`, emptied first (a resumed run logs its restored epochs
+    again). In a process group only rank 0 opens it. `resume`: see `fit_classifier`.
     """
     train = read_dataset(train_dir, classes)
     val = read_dataset(val_dir, classes).split("val")
@@ -145,7 +148,7 @@ def train_from_directories(
             "were they aligned with the same common.image_size and common.channels?"
         )
     with on_main_process(lambda: open_live(live_dir)) as live:
-        fit = fit_classifier(train, val, config, seed, live=live, device=device)
+        fit = fit_classifier(train, val, config, seed, live=live, device=device, resume=resume)
     return TrainingRun(
         fit=fit,
         classes=tuple(classes),
@@ -164,6 +167,7 @@ def fit_classifier(
     description: str = "train",
     device: torch.device | None = None,
     params_key: str = "train",
+    resume: Path | None = None,
 ) -> FitResult:
     """Train from scratch (or from resnet18 weights) and keep the epoch with the best val macro-F1.
 
@@ -177,6 +181,11 @@ def fit_classifier(
 
     An epoch that ends with a non-finite loss or weight raises a ParamsError naming `params_key`'s learning rate:
     training diverged, and going on would only save a model that predicts one class.
+
+    With `resume` (a file), every finished epoch is checkpointed there (weights, optimizer, scheduler, scaler,
+    RNG states, history, best so far, and the budget's minutes already spent), and a run that finds a checkpoint
+    of this exact config, seed and data continues after its last epoch: a killed run loses at most the epoch it
+    was in, and in one process ends with the weights an uninterrupted run would have.
     """
     _check_compatible(train, val)
     batches = _batches(np.arange(len(train)), config.batch_size)
@@ -198,11 +207,17 @@ def fit_classifier(
     class_weights = (
         _balanced_class_weights(targets, len(train.classes)) if config.class_weighting == "balanced" else None
     )
-    history: list[EpochRecord] = []
-    epoch_seconds: list[float] = []
-    best: EpochRecord | None = None
-    best_state: dict[str, torch.Tensor] = {}
-    epochs_reached = 0.0
+    fingerprint = _resume_fingerprint(train, val, config, seed) if resume is not None else ""
+    progress = _Progress()
+    if resume is not None:
+        progress = _restored_progress(resume, fingerprint, model, training, scheduler, budget, rng) or progress
+        if progress.epochs_done:
+            seed_torch_per_rank(seed + progress.epochs_done)  # ranks but 0 draw on from a stream of their own
+        for record in progress.history:  # the curves show the whole run, not only what this process trained
+            _log_epoch(live, record)
+    history, epoch_seconds, best_state = progress.history, progress.epoch_seconds, progress.best_state
+    best = progress.best
+    epochs_reached = progress.epochs_reached
     logger.info(
         "%s: %s, %d parameters, %d train / %d val images on %s (%s, %d process(es))",
         description,
@@ -215,10 +230,10 @@ def fit_classifier(
         world_size(),
     )
     with progress_bar() as bar:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(progress.epochs_done + 1, config.epochs + 1):
             if budget.out_of_time():
                 break
-            if body_weights and epoch in (1, config.head_only_epochs + 1):
+            if body_weights and epoch in (progress.epochs_done + 1, config.head_only_epochs + 1):
                 phase_two = epoch > config.head_only_epochs
                 _set_trainable(body_weights, phase_two)
                 logger.info("%s: %s", description, "body trains too (phase 2)" if phase_two else "head alone (phase 1)")
@@ -256,6 +271,9 @@ def fit_classifier(
                 best = record
                 best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
             budget.end_of_epoch(epoch)
+            if resume is not None and is_main_process():
+                state = _Progress(epoch, history, epoch_seconds, best, best_state, epochs_reached)
+                _save_progress(resume, fingerprint, state, model, training, scheduler, budget, rng)
     assert best is not None  # epochs >= 1, and a budget is first checked after a batch
     _set_trainable(body_weights, True)  # a run that ended in phase 1 returns a model like any other
     model.load_state_dict(best_state)
@@ -457,6 +475,20 @@ class _Budget:
             if epoch == self.config.warmup_epochs:
                 self.main_phase_start = self._elapsed
 
+    def progress(self) -> dict[str, float]:
+        return {
+            "elapsed": self._elapsed,
+            "main_phase_start": self.main_phase_start,
+            "validation_seconds": self.validation_seconds,
+        }
+
+    def restore(self, progress: dict[str, float]) -> None:
+        """Continue a killed run's budget: the minutes it spent count as spent."""
+        self._elapsed = float(progress["elapsed"])
+        self.main_phase_start = float(progress["main_phase_start"])
+        self.validation_seconds = float(progress["validation_seconds"])
+        self.started = time.perf_counter() - self._elapsed
+
     def out_of_time(self) -> bool:
         """Whether what is left of the budget would not cover another validation (never, without a budget)."""
         return self.active and self._elapsed + self.validation_seconds >= self.seconds
@@ -478,6 +510,104 @@ class _Budget:
             group.setdefault("initial_lr", group["lr"])
             if self.active:
                 group["lr"] = group["initial_lr"] * self._factor(1)
+
+
+RESUME_FORMAT = "fersynth-classifier-resume/1"
+
+
+@dataclass
+class _Progress:
+    """Where a fit stands after `epochs_done` epochs: what a resumed run continues from."""
+
+    epochs_done: int = 0
+    history: list[EpochRecord] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    best: EpochRecord | None = None
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    epochs_reached: float = 0.0
+
+
+def _same_tensors(saved: object, expected: dict[str, torch.Tensor]) -> bool:
+    """Whether `saved` is a state dict with exactly `expected`'s names and shapes."""
+    if not isinstance(saved, dict) or saved.keys() != expected.keys():
+        return False
+    return all(isinstance(saved[name], torch.Tensor) and saved[name].shape == expected[name].shape for name in expected)
+
+
+def _resume_fingerprint(train: Dataset, val: Dataset, config: ClassifierConfig, seed: int) -> str:
+    """Config, seed, training data, and the val data that chose the best epoch so far."""
+    return training_fingerprint(train, config.model_dump() | {"val": training_fingerprint(val, {}, 0)}, seed)
+
+
+def _save_progress(
+    path: Path,
+    fingerprint: str,
+    progress: _Progress,
+    model: Classifier,
+    training: _Training,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    budget: _Budget,
+    rng: np.random.Generator,
+) -> None:
+    assert progress.best is not None  # saved after an epoch's validation
+    state = {
+        "epochs_done": progress.epochs_done,
+        "model": model.state_dict(),
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "scaler": training.scaler.state_dict(),
+        "generator": rng.bit_generator.state,  # the batch order and augmentation draws
+        "history": [asdict(record) for record in progress.history],
+        "epoch_seconds": progress.epoch_seconds,
+        "best_epoch": progress.best.epoch,
+        "best_state": progress.best_state,
+        "epochs_reached": progress.epochs_reached,
+        "budget": budget.progress(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, RESUME_FORMAT, fingerprint, state)
+
+
+def _restored_progress(
+    path: Path,
+    fingerprint: str,
+    model: Classifier,
+    training: _Training,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    budget: _Budget,
+    rng: np.random.Generator,
+) -> _Progress | None:
+    """The progress a checkpoint of this exact run holds, loaded into the model, optimizer and the rest; None
+    (training from scratch, nothing changed) when there is none or it does not fit."""
+    saved = load_checkpoint(path, RESUME_FORMAT, fingerprint)
+    if saved is None:
+        return None
+    if not _same_tensors(saved.get("model"), model.state_dict()):  # the code changed under the same params
+        logger.warning("%s: its weights do not fit this model; training from scratch", path)
+        return None
+    try:
+        history = [EpochRecord(**record) for record in saved["history"]]
+        best = next(record for record in history if record.epoch == saved["best_epoch"])
+        model.load_state_dict(saved["model"])
+        training.optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        training.scaler.load_state_dict(saved["scaler"])
+        rng.bit_generator.state = saved["generator"]
+        budget.restore(saved["budget"])
+        restore_rng(saved["rng"])
+        progress = _Progress(
+            int(saved["epochs_done"]),
+            history,
+            [float(seconds) for seconds in saved["epoch_seconds"]],
+            best,
+            dict(saved["best_state"]),
+            float(saved["epochs_reached"]),
+        )
+    except (*MISFIT, StopIteration) as error:  # the weights fit, the rest does not: a damaged or hand-made file
+        raise DataError(f"{path}: a damaged checkpoint ({describe(error)}); delete it to train afresh") from None
+    logger.info("resuming from %s after %d epoch(s)", path, progress.epochs_done)
+    return progress
 
 
 def _training_targets(train: Dataset) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from dvclive import Live
 from torch import nn
 
+from fersynth.checkpointing import load_checkpoint, restore_rng, save_checkpoint, training_fingerprint
 from fersynth.config import TrainGanConfig
 from fersynth.datasets.format import Dataset, concatenate
 from fersynth.device import default_device, step_optimizer, training_precision
@@ -41,13 +42,6 @@ from fersynth.distributed import (
 )
 from fersynth.errors import DataError
 from fersynth.gan.augment import diff_augment
-from fersynth.gan.checkpoint import (
-    CHECKPOINT_FILE,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-    training_fingerprint,
-)
 from fersynth.gan.generator import GanGenerator
 from fersynth.gan.models import Discriminator, GanArchitecture, Generator, upsampling_steps
 from fersynth.progress import progress_bar
@@ -56,6 +50,11 @@ from fersynth.seeding import seed_everything
 from fersynth.torch_files import MISFIT, describe
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = "fersynth-gan-checkpoint/1"
+# Settings that change how often we save, not what is trained: a new value still resumes.
+NOT_FINGERPRINTED = {"checkpoint_every"}
 
 LOSS_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
 BN_RECALIBRATION_BATCHES = 16
@@ -123,9 +122,8 @@ class RunState:
 
     def save(self, unit_index: int, trainer: UnitTrainer) -> None:
         state = {"unit": unit_index, "trainer": trainer.state_dict(), "history": self.history}
-        save_checkpoint(
-            self.checkpoint_dir, self.fingerprint, state | {"finished": self.finished, "images_seen": self.images_seen}
-        )
+        progress = {"finished": self.finished, "images_seen": self.images_seen}
+        save_checkpoint(self.checkpoint_dir / CHECKPOINT_FILE, CHECKPOINT_FORMAT, self.fingerprint, state | progress)
 
 
 def train_gan(
@@ -153,10 +151,10 @@ def train_gan(
     train = training_images(dataset, offline if config.use_offline else None)
     units = training_units(train, config)
     arch = architecture(train, config)
-    fingerprint = training_fingerprint(train, config, seed)
+    fingerprint = training_fingerprint(train, config.model_dump(exclude=NOT_FINGERPRINTED), seed)
     # Made even when nothing will train (epochs 0): DVC expects every declared output, this folder included.
     Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    saved = load_checkpoint(checkpoint_dir, fingerprint)
+    saved = load_checkpoint(Path(checkpoint_dir) / CHECKPOINT_FILE, CHECKPOINT_FORMAT, fingerprint)
     run = RunState(checkpoint_dir, fingerprint)
     unit_arch = unit_architecture(arch, config.mode)
     restored = restore_run(saved, run, units, unit_arch, config, seed, device) if saved else None

@@ -1,4 +1,5 @@
-"""Resumable training state: atomic checkpoint files, RNG snapshots and the fingerprint that guards them.
+"""Resumable training state, for the GAN and the classifier alike: atomic checkpoint files, RNG snapshots
+and the fingerprint that guards them.
 
 A checkpoint is only reused when its fingerprint (config + seed + training data) matches, so a
 changed param or dataset never continues from stale weights.
@@ -16,43 +17,37 @@ from typing import Any
 import numpy as np
 import torch
 
-from fersynth.config import TrainGanConfig
 from fersynth.datasets.format import Dataset
 from fersynth.errors import DataError
 from fersynth.torch_files import load_torch_file, save_torch_file
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_FORMAT = "fersynth-gan-checkpoint/1"
-# Settings that change how often we save, not what is trained: a new value still resumes.
-NOT_FINGERPRINTED = {"checkpoint_every"}
 
-
-def training_fingerprint(train: Dataset, config: TrainGanConfig, seed: int) -> str:
-    """A hash of everything that determines the trained weights."""
+def training_fingerprint(train: Dataset, settings: dict[str, Any], seed: int) -> str:
+    """A hash of everything that determines the trained weights: the settings, the seed and the data."""
     digest = hashlib.sha256()
-    settings = config.model_dump(exclude=NOT_FINGERPRINTED) | {"seed": seed, "classes": list(train.classes)}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(json.dumps(settings | {"seed": seed, "classes": list(train.classes)}, sort_keys=True).encode())
     digest.update(str(train.images.shape).encode())
     digest.update(memoryview(np.ascontiguousarray(train.images)))
     digest.update(np.ascontiguousarray(train.labels, dtype=np.int64).tobytes())
+    if train.soft_labels is not None:
+        digest.update(np.ascontiguousarray(train.soft_labels, dtype=np.float32).tobytes())
     return digest.hexdigest()
 
 
-def save_checkpoint(directory: Path, fingerprint: str, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, file_format: str, fingerprint: str, state: dict[str, Any]) -> None:
     """Write the state with its fingerprint and RNG snapshot; a crash mid-write keeps the previous file."""
-    payload = {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "rng": capture_rng()} | state
-    save_torch_file(Path(directory) / CHECKPOINT_FILE, payload)
+    payload = {"format": file_format, "fingerprint": fingerprint, "rng": capture_rng()} | state
+    save_torch_file(path, payload)
 
 
-def load_checkpoint(directory: Path, fingerprint: str) -> dict[str, Any] | None:
+def load_checkpoint(path: Path, file_format: str, fingerprint: str) -> dict[str, Any] | None:
     """The saved state if it belongs to this exact run, else None (and a log line saying why).
 
     A damaged or foreign file is only reported: the checkpoint is a cache of progress, and training from
     scratch gives the same weights (the caller still checks that the state fits its networks).
     """
-    path = Path(directory) / CHECKPOINT_FILE
     if not path.is_file():
         return None
     try:
@@ -60,8 +55,8 @@ def load_checkpoint(directory: Path, fingerprint: str) -> dict[str, Any] | None:
     except DataError as error:
         log.warning("%s; training from scratch", error)
         return None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        log.warning("%s: not a fersynth GAN checkpoint; training from scratch", path)
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        log.warning("%s: not a checkpoint of this training (%s); training from scratch", path, file_format)
         return None
     if payload.get("fingerprint") != fingerprint:
         log.info("%s: params or training data changed since this checkpoint; training from scratch", path)
