@@ -13,8 +13,9 @@ fersynth from the clone, so edits to this checkout during the hours the protocol
 The two variants alternate seed by seed, so each pair of runs shares the machine's state of the moment, and a
 stopped protocol resumes: rerun the same command and the runs whose report/<variant>-s<S>.jsonl exists are kept.
 Run it on an otherwise idle machine: a budget in minutes is only fair when the cores are not shared.
-`--budget-minutes` and `--gan-epochs` rewrite the two presets in the scratch clone (a preset's own keys win
-over `-S`), for a quicker run of the protocol; the README's claim is the 30-minute one.
+`--budget-minutes`, `--images-budget` and `--gan-epochs` rewrite the two presets in the scratch clone (a preset's
+own keys win over `-S`). `--images-budget N` replaces the 30 minutes by N training images, an equal cost that
+machine load cannot change: the runs repeat exactly, and the protocol may share the machine with other work.
 
     .venv/bin/python benchmarks/synthetic_on_strongest.py --work ../strongest --seeds 3
 """
@@ -48,6 +49,11 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="folder holding the two zips")
     parser.add_argument("--budget-minutes", type=float, help="rewrite train.time_budget_minutes in both presets")
+    parser.add_argument(
+        "--images-budget",
+        type=int,
+        help="replace both presets' minutes by this many training images: equal cost under any machine load",
+    )
     parser.add_argument("--gan-epochs", type=int, help="rewrite train_gan.epochs in fer2013-30min-gan")
     args = parser.parse_args()
     # This interpreter's tools (dvc, fersynth) first on PATH, then the clone's (`isolate`): DVC starts every
@@ -55,7 +61,7 @@ def main() -> int:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     work = args.work
     if not work.exists():
-        prepare(work, args.data, args.budget_minutes, args.gan_epochs)
+        prepare(work, args.data, args.budget_minutes, args.images_budget, args.gan_epochs)
     isolate(work)
     for seed in range(args.seeds):
         compare(work, REAL, seed)
@@ -68,15 +74,20 @@ def main() -> int:
     return 0
 
 
-def prepare(work: Path, data: Path, budget_minutes: float | None, gan_epochs: int | None) -> None:
+def prepare(
+    work: Path, data: Path, budget_minutes: float | None, images_budget: int | None, gan_epochs: int | None
+) -> None:
     run(["git", "clone", "-q", str(REPO), str(work)], REPO)
     for name in ("fer2013.zip", "facial_expressions_dev.zip"):
         run(["dvc", "import-url", "-q", str((data / name).resolve()), f"data/raw/{name}"], work)
-    if budget_minutes is not None:
-        for preset in (REAL, SYNTHETIC):
-            rewrite(work / "presets" / f"{preset}.yaml", "train.time_budget_minutes", str(budget_minutes))
+    for preset in (REAL, SYNTHETIC):
+        path = work / "presets" / f"{preset}.yaml"
+        if budget_minutes is not None:
+            rewrite(path, "train.time_budget_minutes", f"train.time_budget_minutes: {budget_minutes}")
+        if images_budget is not None:
+            rewrite(path, "train.time_budget_minutes", f"train.images_budget: {images_budget}")
     if gan_epochs is not None:
-        rewrite(work / "presets" / f"{SYNTHETIC}.yaml", "train_gan.epochs", str(gan_epochs))
+        rewrite(work / "presets" / f"{SYNTHETIC}.yaml", "train_gan.epochs", f"train_gan.epochs: {gan_epochs}")
     commit(work, "FER2013 and the dev photos; the protocol's presets")
 
 
@@ -103,8 +114,9 @@ def isolate(work: Path) -> None:
 SITE_PACKAGES = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
 
 
-def rewrite(preset: Path, key: str, value: str) -> None:
-    text, count = re.subn(rf"^{re.escape(key)}: .*$", f"{key}: {value}", preset.read_text(), flags=re.MULTILINE)
+def rewrite(preset: Path, key: str, line: str) -> None:
+    """Replace the preset's line `key: ...` by `line`."""
+    text, count = re.subn(rf"^{re.escape(key)}: .*$", line, preset.read_text(), flags=re.MULTILINE)
     if count != 1:
         raise SystemExit(f"{preset}: no line `{key}: ...` to rewrite")
     preset.write_text(text)

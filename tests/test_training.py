@@ -334,12 +334,12 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(
     third_epoch_batches = []
     real_step = _Budget.step
 
-    def kill_in_epoch_three(self: _Budget, optimizer: torch.optim.Optimizer, epoch: int) -> bool:
+    def kill_in_epoch_three(self: _Budget, optimizer: torch.optim.Optimizer, epoch: int, images: int) -> bool:
         if epoch == 3:
             third_epoch_batches.append(epoch)
             if len(third_epoch_batches) == 2:  # two batches into the third epoch
                 raise Killed
-        return real_step(self, optimizer, epoch)
+        return real_step(self, optimizer, epoch, images)
 
     resume = tmp_path / "resume.pt"
     monkeypatch.setattr(_Budget, "step", kill_in_epoch_three)
@@ -379,3 +379,19 @@ def test_a_finished_budget_run_rerun_trains_nothing_more(
     assert first.stopped_by_budget
     again = fit_classifier(train, val, config, seed=0, resume=resume)
     assert again.history == first.history and again.epochs_reached == first.epochs_reached
+
+
+def test_an_images_budget_stops_at_that_many_images_and_repeats_exactly(splits: tuple[Dataset, Dataset]) -> None:
+    """Equal cost that no machine load can change: 2.5 epochs of images, the lr annealed over them."""
+    train, val = splits
+    config = LINEAR.model_copy(update={"epochs": 50, "scheduler": "cosine", "images_budget": len(train) * 5 // 2})
+    first = fit_classifier(train, val, config, seed=0)
+    assert first.stopped_by_budget and 2.4 <= first.epochs_reached <= 2.6 and len(first.history) == 3
+    assert first.history[-1].lr < 0.05 * LINEAR.lr
+    again = fit_classifier(train, val, config, seed=0)
+    assert again.history == first.history
+
+
+def test_only_one_budget_may_be_set() -> None:
+    with pytest.raises(ValueError, match="time_budget_minutes or images_budget, not both"):
+        ClassifierConfig(time_budget_minutes=1.0, images_budget=100)

@@ -42,6 +42,9 @@ MAX_BATCH = 65_536
 MAX_STEPS = 10_000  # diffusion denoising steps (25 to 50 in practice)
 MAX_SIDE = 65_536  # pixels along one side of an image (JPEG's own limit is 65,535)
 MAX_PIXELS = 10**12  # decoded pixels of a whole source
+# Decoded bytes of one image (see ReadRules.max_image_pixels): Pillow itself refuses above 179 million pixels, which
+# is 716 million bytes in RGBA or 32-bit grey, so a bound past 10^9 would never be reached.
+MAX_IMAGE_PIXELS = 10**9
 MAX_BYTES = 2**40  # 1 TiB: a dataset file
 
 
@@ -111,6 +114,12 @@ class ReadRules(Section):
     # Decoded pixels of a whole source (images × side²), checked before the array is allocated (1 byte a pixel
     # and channel). 2e9 holds FER2013 (35,887 × 48²) and tens of thousands of 256×256 photos.
     max_total_pixels: int = Field(2_000_000_000, ge=1, le=MAX_PIXELS)
+    # Decoded size of one image, from its header before anything is decoded: width × height × bands × bytes a
+    # band (16-bit counts double). A 700 KB PNG can declare 13,300² RGBA: 2.8 GB to decode and convert, which
+    # max_file_bytes and the compression ratio let through. 50 million holds a 16-megapixel RGB photo whole; a
+    # JPEG above max_side decodes at 1/2..1/8 scale and counts at that size, so camera photos pass (a 100-megapixel
+    # JPEG decodes to 20 million at predict's side of 2048, 5 million at fetch's 256).
+    max_image_pixels: int = Field(50_000_000, ge=1, le=MAX_IMAGE_PIXELS)
     # Images with a side below this are dropped and counted (dropped_too_small): letterboxed, a 1×1 or 2×2
     # file would become a flat face. 4 drops only such degenerate files; raise it for a source of photos.
     min_side: int = Field(4, ge=1, le=MAX_SIDE)
@@ -354,6 +363,9 @@ class ClassifierConfig(Section):
     # is spent, so a 30-minute recipe is 30 minutes on any machine and more images per epoch buy fewer epochs.
     # Not repeatable (the epoch reached depends on the machine's speed); 0 = off: `epochs` alone decides.
     time_budget_minutes: float = Field(0.0, ge=0.0, le=100_000.0)
+    # The same, counted in training images seen instead of minutes: an equal cost that the machine's speed and
+    # load cannot change, so runs repeat exactly (a comparison at equal cost on a shared machine). 0 = off.
+    images_budget: int = Field(0, ge=0, le=100 * MAX_IMAGES)
     batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1.0e-3, gt=0.0)
@@ -391,6 +403,12 @@ class ClassifierConfig(Section):
 
     def seed_or(self, common_seed: int) -> int:
         return common_seed if self.seed is None else self.seed
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> ClassifierConfig:
+        if self.time_budget_minutes and self.images_budget:
+            raise ValueError("set time_budget_minutes or images_budget, not both")
+        return self
 
 
 class CalibrateConfig(Section):

@@ -71,7 +71,7 @@ class FitResult:
     history: list[EpochRecord]
     epoch_seconds: list[float]  # wall time of each epoch (training, validation, bookkeeping): not repeatable
     epochs_reached: float  # epochs trained, the last one counted by its share of batches when a budget cut it short
-    stopped_by_budget: bool  # config.time_budget_minutes ran out before config.epochs did
+    stopped_by_budget: bool  # config.time_budget_minutes (or images_budget) ran out before config.epochs did
     device: str  # where it trained, e.g. "cpu" or "cuda:0" (rank 0's)
     precision: str  # "fp32", "bf16-amp" or "fp16-amp" (fersynth.device.Precision)
     processes: int  # DistributedDataParallel ranks that trained it together
@@ -440,58 +440,71 @@ def _make_scheduler(
 
 
 class _Budget:
-    """`time_budget_minutes` of wall time, training and validation alike, on rank 0's clock (every process
-    stops after the same batch and sets the same learning rate).
+    """`time_budget_minutes` of wall time (training and validation alike, on rank 0's clock) or `images_budget`
+    training images; every process stops after the same batch and sets the same learning rate.
 
     Warm-up epochs ramp the learning rate as in epoch mode; after them the scheduler runs on the share of the
-    remaining budget spent, stepped after every batch: cosine reaches zero as the budget runs out. An epoch stops
-    early when the rest of the budget would not cover its validation (as long as the last one took).
+    remaining budget spent, stepped after every batch: cosine reaches zero as the budget runs out. In minutes, an
+    epoch stops early when the rest of the budget would not cover its validation (as long as the last one took);
+    images are only counted while training.
     """
 
     def __init__(self, config: ClassifierConfig) -> None:
         self.config = config
-        self.seconds = config.time_budget_minutes * 60.0
-        self.active = self.seconds > 0
+        self.in_images = config.images_budget > 0
+        self.total = float(config.images_budget) if self.in_images else config.time_budget_minutes * 60.0
+        self.active = self.total > 0
         self.started = time.perf_counter()
-        self.main_phase_start = 0.0  # elapsed seconds when warm-up ended
+        self.main_phase_start = 0.0  # spent (seconds or images) when warm-up ended
         self.validation_seconds = 0.0
-        self._elapsed = 0.0  # at the last check
+        self._spent = 0.0  # seconds at the last check, or images trained on
 
     def epochs_text(self, epochs: int) -> str:
-        return f"{epochs} (or {self.config.time_budget_minutes:g} min)" if self.active else str(epochs)
+        if not self.active:
+            return str(epochs)
+        limit = (
+            f"{self.config.images_budget:,} images" if self.in_images else f"{self.config.time_budget_minutes:g} min"
+        )
+        return f"{epochs} (or {limit})"
 
-    def step(self, optimizer: torch.optim.Optimizer, epoch: int) -> bool:
-        """After a batch of `epoch` (from 1): set the learning rate for the next one; True ends the epoch."""
+    def step(self, optimizer: torch.optim.Optimizer, epoch: int, images: int) -> bool:
+        """After a batch of `images` in `epoch` (from 1): set the learning rate for the next; True ends the epoch."""
         if not self.active:
             return False
-        self._elapsed = computed_on_main_process(lambda: time.perf_counter() - self.started)
+        self._spent = self._spent + images if self.in_images else self._seconds()
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * self._factor(epoch)
         return self.out_of_time()
 
     def end_of_epoch(self, epoch: int) -> None:
         if self.active:
-            self._elapsed = computed_on_main_process(lambda: time.perf_counter() - self.started)
+            if not self.in_images:
+                self._spent = self._seconds()
             if epoch == self.config.warmup_epochs:
-                self.main_phase_start = self._elapsed
+                self.main_phase_start = self._spent
 
     def progress(self) -> dict[str, float]:
         return {
-            "elapsed": self._elapsed,
+            "spent": self._spent,
             "main_phase_start": self.main_phase_start,
             "validation_seconds": self.validation_seconds,
         }
 
     def restore(self, progress: dict[str, float]) -> None:
-        """Continue a killed run's budget: the minutes it spent count as spent."""
-        self._elapsed = float(progress["elapsed"])
+        """Continue a killed run's budget: what it spent counts as spent."""
+        self._spent = float(progress["spent"])
         self.main_phase_start = float(progress["main_phase_start"])
         self.validation_seconds = float(progress["validation_seconds"])
-        self.started = time.perf_counter() - self._elapsed
+        if not self.in_images:
+            self.started = time.perf_counter() - self._spent
 
     def out_of_time(self) -> bool:
-        """Whether what is left of the budget would not cover another validation (never, without a budget)."""
-        return self.active and self._elapsed + self.validation_seconds >= self.seconds
+        """Whether the budget is spent (in minutes: what is left would not cover another validation)."""
+        reserve = 0.0 if self.in_images else self.validation_seconds
+        return self.active and self._spent + reserve >= self.total
+
+    def _seconds(self) -> float:
+        return computed_on_main_process(lambda: time.perf_counter() - self.started)
 
     def _factor(self, epoch: int) -> float:
         config = self.config
@@ -501,8 +514,8 @@ class _Budget:
             return config.gamma ** ((epoch - 1 - config.warmup_epochs) // config.step_size)
         if config.scheduler == "none":
             return 1.0
-        remaining = max(self.seconds - self.main_phase_start, 1e-9)
-        share = min(max((self._elapsed - self.main_phase_start) / remaining, 0.0), 1.0)
+        remaining = max(self.total - self.main_phase_start, 1e-9)
+        share = min(max((self._spent - self.main_phase_start) / remaining, 0.0), 1.0)
         return 0.5 * (1.0 + math.cos(math.pi * share))
 
     def prepare(self, optimizer: torch.optim.Optimizer) -> None:
@@ -665,7 +678,7 @@ def _train_epoch(
     config: ClassifierConfig,
     rng: np.random.Generator,
     on_batch: Callable[[float], None],
-    stop_after_batch: Callable[[], bool],
+    stop_after_batch: Callable[[int], bool],
 ) -> _EpochPass:
     """One pass in a seeded random order, or its first batches until `stop_after_batch` says stop."""
     training.network.train()
@@ -699,7 +712,7 @@ def _train_epoch(
         seen += shard_size
         trained += 1
         on_batch(float(loss.item()))
-        if stop_after_batch():
+        if stop_after_batch(count):  # the whole batch's images, the same number on every rank
             break
     total_loss, seen = sum_over_processes(total_loss, seen)
     return _EpochPass(total_loss / seen, trained / len(batches))
