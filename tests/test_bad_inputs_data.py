@@ -38,6 +38,7 @@ from .bad_inputs import (
     snapshot,
     write_zip_bomb,
 )
+from .test_image_bounds import png_claiming
 from .test_sources import png, write_tree, write_zip
 
 Params = dict[str, Any]
@@ -284,6 +285,30 @@ IMAGES: dict[str, Case] = {
     "above max_total_pixels": case(
         lambda raw: folder(raw, {}, max_total_pixels=1000), "fetch.max_total_pixels=1,000", "pixels"
     ),
+    "PNG declaring 13,300² RGBA": case(
+        lambda raw: folder(raw, {MEMBER: png_claiming(13_300, 13_300)}),
+        f"d/{MEMBER}",
+        "13,300×13,300",
+        "fetch.max_image_pixels=50,000,000",
+    ),
+    "PNG declaring 13,300² RGBA in a zip": case(
+        lambda raw: zipped(raw, {MEMBER: png_claiming(13_300, 13_300)}),
+        f"d.zip:{MEMBER}",
+        "13,300×13,300",
+        "fetch.max_image_pixels=50,000,000",
+    ),
+    "16-bit PNG declaring 9,400²": case(
+        lambda raw: folder(raw, {MEMBER: png_claiming(9_400, 9_400, bit_depth=16, color_type=0)}),
+        f"d/{MEMBER}",
+        "9,400×9,400 pixels of mode I;16",
+        "fetch.max_image_pixels",
+    ),
+    "above max_image_pixels": case(
+        lambda raw: folder(raw, {}, max_image_pixels=63),
+        "d/test/angry/test3.png",
+        "64 bytes",
+        "fetch.max_image_pixels=63",
+    ),
 }
 
 FER_LINE = "fer.csv:3"
@@ -332,6 +357,10 @@ PARAMS: dict[str, Case] = {
     "fetch.alpha_background 300": case(lambda raw: folder(raw, {}, alpha_background=300), "fetch.alpha_background"),
     "fetch.max_compression_ratio below 1": case(
         lambda raw: folder(raw, {}, max_compression_ratio=0.5), "fetch.max_compression_ratio"
+    ),
+    "fetch.max_image_pixels 0": case(lambda raw: folder(raw, {}, max_image_pixels=0), "fetch.max_image_pixels"),
+    "fetch.max_image_pixels past 10^9": case(
+        lambda raw: folder(raw, {}, max_image_pixels=10**9 + 1), "fetch.max_image_pixels"
     ),
 }
 
@@ -426,6 +455,29 @@ def test_a_tiny_image_is_dropped_counted_and_named(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "fetch.json").read_text())
     assert metrics["dropped_too_small"] == 1 and metrics["dropped_total"] == 1
     assert "train/happy/tiny" not in set(read_dataset(tmp_path / "fetched", CANONICAL_CLASSES).ids)
+
+
+def test_files_not_read_are_counted_and_named(tmp_path: Path) -> None:
+    """A .jfif is read (it is a JPEG); a symlinked folder, a hidden file and a file of no image's extension are
+    each warned about once, naming an example, and counted in the diagnostics."""
+    raw = tmp_path / "data" / "raw"
+    elsewhere = write_tree(raw / "elsewhere", {"x.png": png(90)})
+    jfif = encoded(np.full((8, 8), 77, np.uint8), "JPEG")
+    params = folder(raw, {"train/happy/web.jfif": jfif, "train/.DS_Store": b"junk", "README.md": "# faces"})
+    (raw / "d" / "train" / "sad" / "more").symlink_to(elsewhere)
+    outcome = run_fetch(tmp_path, params)
+    assert outcome.exit_code == 0, outcome.output
+    for named in ("symlinkedfolders", "train/sad/more", "hiddenfiles", "train/.DS_Store", "README.md"):
+        assert named in outcome.output
+    metrics = json.loads((tmp_path / "fetch.json").read_text())
+    skipped = {key: value for key, value in metrics.items() if key.startswith("skipped_")}
+    assert skipped == {
+        "skipped_hidden": 1,
+        "skipped_symlinked_folder": 1,
+        "skipped_unknown_extension": 1,
+        "skipped_unused_image": 0,
+    }
+    assert "train/happy/web" in set(read_dataset(tmp_path / "fetched", CANONICAL_CLASSES).ids)
 
 
 def test_links_to_regular_files_read_as_those_files(tmp_path: Path) -> None:

@@ -16,15 +16,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fersynth.datasets.imaging import decode_image
+from fersynth.config import ReadRules
+from fersynth.datasets.archive import IMAGE_SUFFIXES, Tally
+from fersynth.datasets.imaging import decode_image, log_pillow_warnings
 from fersynth.errors import DataError
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm", ".pbm"}
-)
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg"})
 MAX_SIDE = 2048  # photos are shrunk to this longer side on decoding: faces stay large, memory stays small
 MAX_FILE_BYTES = 64 * 2**20  # a photo (or zip member) above this is refused rather than read
+# fetch's default bounds, fetch.max_image_pixels among them: a photo declaring more pixels is refused undecoded.
+READ_RULES = ReadRules()
 
 
 @dataclass(frozen=True)
@@ -39,22 +40,27 @@ class Frame:
 
 
 def read_inputs(paths: Sequence[Path], every: int = 1) -> Iterator[Frame]:
-    """Every photo and video frame under `paths`, in the order given (folders and zips sorted by name)."""
+    """Every photo and video frame under `paths`, in the order given (folders and zips sorted by name).
+
+    Pillow's warnings are logged once per reason when the last frame has been read.
+    """
+    pillow_warnings = Tally()
     for path in paths:
         if path.is_dir():
             for file in sorted(item for item in path.rglob("*") if item.is_file()):
                 if file.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
-                    yield from _read_file(file, every)
+                    yield from _read_file(file, every, pillow_warnings)
         elif not path.exists():
             yield Frame(str(path), None, error="no such file or folder")
         else:
-            yield from _read_file(path, every)
+            yield from _read_file(path, every, pillow_warnings)
+    log_pillow_warnings(pillow_warnings)
 
 
-def _read_file(path: Path, every: int) -> Iterator[Frame]:
+def _read_file(path: Path, every: int, pillow_warnings: Tally) -> Iterator[Frame]:
     suffix = path.suffix.lower()
     if suffix == ".zip":
-        yield from _read_zip(path)
+        yield from _read_zip(path, pillow_warnings)
     elif suffix in VIDEO_SUFFIXES:
         yield from video_frames(path, every)
     else:
@@ -63,7 +69,7 @@ def _read_file(path: Path, every: int) -> Iterator[Frame]:
         except OSError as error:
             yield Frame(str(path), None, error=f"unreadable ({error.strerror or error})")
             return
-        yield decode_photo(data, str(path))
+        yield decode_photo(data, str(path), pillow_warnings)
 
 
 def _bounded_read(path: Path) -> bytes:
@@ -72,17 +78,23 @@ def _bounded_read(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def decode_photo(data: bytes, source: str) -> Frame:
-    """A photo's bytes as an upright RGB or grey frame, or a frame saying why it cannot be read."""
+def decode_photo(data: bytes, source: str, pillow_warnings: Tally | None = None) -> Frame:
+    """A photo's bytes as an upright RGB or grey frame, or a frame saying why it cannot be read.
+
+    Pillow's warnings are counted in `pillow_warnings`, or logged at once without one.
+    """
+    counted = Tally() if pillow_warnings is None else pillow_warnings
     try:
-        image, _ = decode_image(data, source, MAX_SIDE)
+        image, _ = decode_image(data, source, MAX_SIDE, READ_RULES, counted)
     except DataError as error:
         return Frame(source, None, error=str(error).removeprefix(f"{source}: "))
+    if pillow_warnings is None:
+        log_pillow_warnings(counted)
     pixels = np.asarray(image)
     return Frame(source, pixels[:, :, None] if pixels.ndim == 2 else pixels)
 
 
-def _read_zip(path: Path) -> Iterator[Frame]:
+def _read_zip(path: Path, pillow_warnings: Tally) -> Iterator[Frame]:
     """The zip's photos, read member by member without extracting (so `../` names cannot escape anywhere)."""
     try:
         archive = zipfile.ZipFile(path)
@@ -103,7 +115,7 @@ def _read_zip(path: Path) -> Iterator[Frame]:
             except (OSError, zipfile.BadZipFile, EOFError) as error:
                 yield Frame(source, None, error=f"unreadable zip member ({error})")
                 continue
-            yield decode_photo(data, source)
+            yield decode_photo(data, source, pillow_warnings)
 
 
 def video_frames(path: Path, every: int = 1) -> Iterator[Frame]:

@@ -4,6 +4,10 @@ Member names are POSIX paths relative to the folder (or the zip's top). Zip memb
 with absolute paths or `..` parts are refused before anything is read (zip-slip),
 and OS junk (`__MACOSX/`, dot-files) is hidden so it never looks like data.
 
+Nothing vanishes unannounced: every file is either opened by the source reading the tree, or
+counted by `FileTree.skipped` under a reason (hidden, symlinked folder, extension of no image,
+image its layout does not use), which fetch warns about once per reason and reports.
+
 Every read is bounded by `ReadRules`: a member's size (and a zip member's compression
 ratio) is checked against what its header or `stat` declares before it is opened, and
 again while its bytes arrive, since a header can lie. Only regular files are opened:
@@ -22,6 +26,7 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import IO
@@ -29,7 +34,21 @@ from typing import IO
 from fersynth.config import ReadRules
 from fersynth.errors import DataError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+# .jfif and .jpe are JPEG files under older names (Windows saves web JPEGs as .jfif): PIL reads them by content.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+)
+
+# Why a file under a dataset folder was not read: reason (a metrics key after `skipped_`) -> what the warning says.
+SKIP_REASONS: dict[str, str] = {
+    "hidden": "hidden files or folders (dot-names, __MACOSX/: OS junk, not data)",
+    "symlinked_folder": "symlinked folders, not followed (DVC does not hash what they hold either: copy the files in, "
+    "or link each file)",
+    "unknown_extension": f"files that are no image by their extension ({' '.join(sorted(IMAGE_SUFFIXES))}) "
+    "and that the layout does not read",
+    "unused_image": "images the layout does not use (labels outside common.classes, views or frames it leaves "
+    "out, images outside its class folders)",
+}
 
 # Members up to this size are exempt from fetch.max_compression_ratio (see ReadRules).
 RATIO_FREE_BYTES = 2**20
@@ -42,20 +61,40 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError, NotImple
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
+@dataclass
+class Tally:
+    """Things counted by reason, each with its first example: warned once per reason, not once per file."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def add(self, reason: str, example: str) -> None:
+        self.counts[reason] += 1
+        self.examples.setdefault(reason, example)
+
+
 class FileTree:
-    """Files under a folder or inside a zip, read by member name within `rules`; use as a context manager."""
+    """Files under a folder or inside a zip, read by member name within `rules`; use as a context manager.
+
+    A symlinked folder is not followed but counted as skipped: DVC hashes a dependency folder without following
+    folder links (os.walk), so images behind one could change without fetch rerunning, and a link pointing
+    inside the tree would read its images twice (or loop). Links to files are read as those files: DVC checks
+    data out as such links into its cache.
+    """
 
     def __init__(self, path: Path, rules: ReadRules) -> None:
         self.path = Path(path)
         self.rules = rules
         self._zip: zipfile.ZipFile | None = None
+        self._passed_over = Tally()  # what listing left out
+        self._opened: set[str] = set()
         mode = _stat(self.path, "expected a folder or a .zip file").st_mode
         if stat.S_ISDIR(mode):
-            self.names = sorted(_folder_members(self.path))
+            self.names = sorted(_folder_members(self.path, self._passed_over))
         else:
             _refuse_special(self.path, mode)
             self._zip = _open_zip(self.path)
-            self.names = sorted(_zip_members(self._zip, self.path))
+            self.names = sorted(_zip_members(self._zip, self.path, self._passed_over))
         self._children = _folder_index(self.names)
 
     def __enter__(self) -> FileTree:
@@ -74,9 +113,18 @@ class FileTree:
 
     def open(self, name: str) -> IO[bytes]:
         """The member as a binary stream that raises a DataError naming it past the size rules or on damage."""
+        self._opened.add(name)
         if self._zip is None:
             return open_regular_file(self.path / name, self.rules)
         return _open_zip_member(self._zip, name, self.where(name), self.rules)
+
+    def skipped(self) -> Tally:
+        """Every file not read so far, by reason (keys of SKIP_REASONS), with the first of each named by `where`."""
+        skipped = Tally(Counter(self._passed_over.counts), dict(self._passed_over.examples))
+        for name in self.names:
+            if name not in self._opened:
+                skipped.add("unused_image" if is_image(name) else "unknown_extension", self.where(name))
+        return skipped
 
     def where(self, name: str) -> str:
         """How error messages name a member: `archive.zip:inner/path` or the file's path."""
@@ -198,14 +246,33 @@ def _is_junk(name: str) -> bool:
     return any(part == "__MACOSX" or part.startswith(".") for part in name.split("/"))
 
 
-def _folder_members(root: Path) -> Iterable[str]:
-    """Listing opens no file, so a FIFO or device among them is only refused if a source reads it."""
+def _folder_members(root: Path, passed_over: Tally) -> Iterable[str]:
+    """Listing opens no file, so a FIFO or device among them is only refused if a source reads it.
+
+    Hidden and symlinked folders are not walked (os.walk follows no folder link): each counts once in
+    `passed_over`, whatever it holds.
+    """
     for directory, folders, files in os.walk(root, onerror=_unlistable):
-        folders[:] = [folder for folder in folders if not _is_junk(folder)]
         relative = Path(directory).relative_to(root).as_posix()
+        prefix = "" if relative == "." else f"{relative}/"
+        folders[:] = [folder for folder in folders if _walked(root, prefix + folder, passed_over)]
         for file in files:
-            if not _is_junk(file):
-                yield file if relative == "." else f"{relative}/{file}"
+            if _is_junk(file):
+                passed_over.add("hidden", str(root / (prefix + file)))
+            else:
+                yield prefix + file
+
+
+def _walked(root: Path, folder: str, passed_over: Tally) -> bool:
+    """Whether to list `folder`'s files; if not, it counts in `passed_over` under its reason."""
+    path = root / folder
+    if _is_junk(path.name):
+        passed_over.add("hidden", str(path))
+        return False
+    if path.is_symlink():
+        passed_over.add("symlinked_folder", f"{path} -> {os.readlink(path)}")
+        return False
+    return True
 
 
 def _unlistable(error: OSError) -> None:
@@ -220,7 +287,7 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         raise DataError(f"{path}: not a folder or a readable .zip file") from None
 
 
-def _zip_members(archive: zipfile.ZipFile, path: Path) -> Iterable[str]:
+def _zip_members(archive: zipfile.ZipFile, path: Path, passed_over: Tally) -> Iterable[str]:
     names = archive.namelist()
     repeated = [name for name, count in Counter(names).items() if count > 1 and not name.endswith("/")]
     if repeated:
@@ -230,7 +297,11 @@ def _zip_members(archive: zipfile.ZipFile, path: Path) -> Iterable[str]:
         parts = name.replace("\\", "/").split("/")
         if name.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(name) or ".." in parts:
             raise DataError(f"{path}: unsafe member {name!r} (absolute or '..' path); refusing to read this zip")
-        if not name.endswith("/") and not _is_junk(name):
+        if name.endswith("/"):
+            continue
+        if _is_junk(name):
+            passed_over.add("hidden", f"{path}:{name}")
+        else:
             yield name
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from rich.table import Table
 
 from fersynth.config import FetchConfig
+from fersynth.datasets.archive import SKIP_REASONS
 from fersynth.datasets.demo import DemoSizes
 from fersynth.datasets.folds import KFold
 from fersynth.datasets.format import SPLITS, Dataset
@@ -84,8 +85,8 @@ def _check_training_classes(dataset: Dataset, report: SourceReport, context: str
 
 
 def fetch_metrics(result: FetchResult) -> dict[str, Any]:
-    """Flat, stable metric keys: counts per split and class, drops (by label, and too small), duplicates,
-    near-duplicates, image shape.
+    """Flat, stable metric keys: counts per split and class, drops (by label, and too small), files of the folder or
+    zip not read (by reason), duplicates, near-duplicates, image shape.
 
     Duplicate and near-duplicate figures describe the data as loaded, before any drop.
     """
@@ -98,6 +99,7 @@ def fetch_metrics(result: FetchResult) -> dict[str, Any]:
     metrics.update({f"dropped_{label}": count for label, count in report.dropped.items()})
     metrics["dropped_too_small"] = report.too_small
     metrics["dropped_total"] = sum(report.dropped.values()) + report.too_small
+    metrics.update({f"skipped_{reason}": report.skipped.get(reason, 0) for reason in SKIP_REASONS})
     metrics["duplicate_ids"] = report.duplicate_ids
     metrics["identical_images"] = report.duplicates.identical_images
     metrics["conflicting_duplicates"] = report.duplicates.conflicting_duplicates

@@ -12,58 +12,123 @@ Nothing is made uniform silently wrong: 16- and 32-bit and floating-point images
 scaled to 0..255 by their range (PIL's own conversion clips them), transparency is
 composited onto `ReadRules.alpha_background` (it never adds a channel), and images
 with a side below `ReadRules.min_side` are dropped and counted rather than blown up
-into a flat face. The decoded pixels of a source are bounded by `max_total_pixels`.
+into a flat face. The decoded pixels of a source are bounded by `max_total_pixels`, and those of
+one image by `max_image_pixels`, checked on its header before anything is decoded. Pillow's own
+warnings (corrupt EXIF, its decompression-bomb notice) become counted messages of ours.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
+import threading
+import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageMode, ImageOps
 
 from fersynth.config import ReadRules
-from fersynth.datasets.archive import FileTree
+from fersynth.datasets.archive import FileTree, Tally
 from fersynth.errors import DataError
 from fersynth.progress import track
 
 log = logging.getLogger(__name__)
 
-_UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+_UNREADABLE = (OSError, SyntaxError, ValueError)
+
+_PILLOW = Path(Image.__file__).parent
+# warnings.catch_warnings swaps process-wide state: two threads decoding at once (serve answers in a thread pool)
+# would restore each other's filters and lose warnings, so a decode holds this lock while it records them.
+_RECORDING = threading.Lock()
 
 
 def decode_image(
-    data: bytes, where: str, max_side: int, background: int = 0, box: tuple[int, int, int, int] | None = None
+    data: bytes,
+    where: str,
+    max_side: int,
+    rules: ReadRules,
+    pillow_warnings: Tally,
+    box: tuple[int, int, int, int] | None = None,
 ) -> tuple[Image.Image, tuple[int, int]]:
-    """Decode to mode L or RGB, upright, opaque on grey `background`, longer side at most `max_side`; also
-    return the file's (width, height).
+    """Decode to mode L or RGB, upright, opaque on grey `rules.alpha_background`, longer side at most `max_side`;
+    also return the file's (width, height).
 
     With `box` (left, top, right, bottom in the file's pixels) only that region is kept, and its size counts
-    as the file's. A file PIL cannot decode is a DataError naming `where`: a dataset never loses images silently.
+    as the file's. A file PIL cannot decode, or whose header declares more than `rules.max_image_pixels`, is a
+    DataError naming `where`: a dataset never loses images silently. Pillow's warnings are counted in
+    `pillow_warnings` by reason (see `log_pillow_warnings`), not printed.
     """
     try:
-        image = Image.open(io.BytesIO(data))
-        if box is not None:
-            image = _crop(image, box, where)
-        size = image.size
-        if max(size) > max_side and box is None:
-            # JPEG decodes straight at a reduced scale (still >= max_side): much faster for large photos.
-            image.draft("L" if image.mode == "L" else "RGB", (max_side, max_side))
-        if "exif" in image.info:  # only photos carry an orientation tag; skip the parse for the rest
-            image = ImageOps.exif_transpose(image)
-        image = _opaque(_eight_bit(image, where), background)
-        image = image.convert("L" if image.mode in ("1", "L") else "RGB")
-        if max(image.size) > max_side:
-            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        with _recorded(pillow_warnings, where):
+            image = Image.open(io.BytesIO(data))
+            size = image.size
+            if max(size) > max_side and box is None:
+                # JPEG decodes straight at a reduced scale (still >= max_side): much faster for large photos.
+                image.draft("L" if image.mode == "L" else "RGB", (max_side, max_side))
+            _check_image_pixels(image, size, where, rules.max_image_pixels)
+            if box is not None:
+                image = _crop(image, box, where)
+                size = image.size
+            if "exif" in image.info:  # only photos carry an orientation tag; skip the parse for the rest
+                image = ImageOps.exif_transpose(image)
+            image = _opaque(_eight_bit(image, where), rules.alpha_background)
+            image = image.convert("L" if image.mode in ("1", "L") else "RGB")
+            if max(image.size) > max_side:
+                image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     except Image.UnidentifiedImageError:  # its message names a BytesIO object, not the file
         raise DataError(f"{where}: not a readable image (no format PIL knows, or a damaged header)") from None
+    except Image.DecompressionBombError as error:  # Pillow's own refusal, on opening, of the most extreme sizes
+        raise DataError(
+            f"{where}: {error} Refused before decoding (Pillow's own limit, which fetch.max_image_pixels does not lift)"
+        ) from None
     except _UNREADABLE as error:
         raise DataError(f"{where}: not a readable image ({error})") from None
     return image, size
+
+
+def _check_image_pixels(image: Image.Image, size: tuple[int, int], where: str, max_pixels: int) -> None:
+    """Refuse an opened image before it is decoded if it would take more than `max_pixels` bytes: width × height
+    × bands × bytes a band, at the size it decodes to (a JPEG's draft scale) and the header's mode."""
+    mode = ImageMode.getmode(image.mode)
+    decoded = image.width * image.height * len(mode.bands) * np.dtype(mode.typestr).itemsize
+    if decoded > max_pixels:
+        scaled = f" (decoded at {image.width:,}×{image.height:,})" if image.size != size else ""
+        raise DataError(
+            f"{where}: declares {size[0]:,}×{size[1]:,} pixels of mode {image.mode}{scaled}, "
+            f"{decoded:,} bytes decoded (width × height × bands × bytes a band), above "
+            f"fetch.max_image_pixels={max_pixels:,}; refused before decoding (raise the key if the image is genuine)"
+        )
+
+
+@contextmanager
+def _recorded(pillow_warnings: Tally, where: str) -> Iterator[None]:
+    """Count Pillow's warnings raised inside under their reason; pass any other warning on."""
+    with _RECORDING, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        if Path(warning.filename).is_relative_to(_PILLOW):
+            pillow_warnings.add(_warning_reason(str(warning.message)), where)
+        else:  # numpy's, or another thread's: not ours to count
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _warning_reason(message: str) -> str:
+    """Pillow's warning without its numbers (offsets, sizes, tag ids), so the same problem counts as one reason:
+    "Possibly corrupt EXIF data.  Expecting to read 12 bytes but only got 2." -> "Possibly corrupt EXIF data"."""
+    return re.sub(r"\d+", "N", re.split(r"\.\s", message)[0].removesuffix("."))[:120]
+
+
+def log_pillow_warnings(pillow_warnings: Tally) -> None:
+    """One warning per reason Pillow gave, with its count and the first file it concerned."""
+    for reason, count in pillow_warnings.counts.items():
+        log.warning("Pillow warned about %d image(s): %s; e.g. %s", count, reason, pillow_warnings.examples[reason])
 
 
 def _eight_bit(image: Image.Image, where: str) -> Image.Image:
@@ -157,14 +222,16 @@ def load_images(
     decoded: list[tuple[Image.Image, int]] = []
     kept: list[bool] = []
     decoded_pixels = 0
+    pillow_warnings = Tally()
     for name, box in track(zip(names, crops, strict=True), f"decoding {tree.path.name}", total=len(names)):
-        image, size = decode_image(tree.read(name), tree.where(name), max_side, rules.alpha_background, box)
+        image, size = decode_image(tree.read(name), tree.where(name), max_side, rules, pillow_warnings, box)
         kept.append(min(size) >= rules.min_side)
         if kept[-1]:
             decoded_pixels += image.width * image.height
             check_pixel_budget(decoded_pixels, rules, f"{tree.path}: the first {len(decoded) + 1} images")
             decoded.append((image, max(size)))
     warn_too_small([tree.where(name) for name, keep in zip(names, kept, strict=True) if not keep], rules)
+    log_pillow_warnings(pillow_warnings)
     if not decoded:
         return LoadedImages(np.zeros((0, 1, 1, 1), dtype=np.uint8), kept)
     side = common_side([original_side for _, original_side in decoded], max_side)

@@ -17,7 +17,8 @@ Layouts (the dataset root is found inside the folder/zip, e.g. under a single to
 Label names go through `LabelMapper` (unknown names such as `contempt` are dropped and
 counted), and so are images smaller than `ReadRules.min_side`. A source without a val or
 test split gets one carved from train when the matching fraction is above zero. Every file
-is read within `ReadRules` (see `archive` and `imaging`).
+is read within `ReadRules` (see `archive` and `imaging`); a file of a folder or zip that is not
+read is counted under its reason (`archive.SKIP_REASONS`) and warned about once per reason.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -35,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from fersynth.config import FetchSource, ReadRules
-from fersynth.datasets.archive import FileTree, open_regular_file
+from fersynth.datasets.archive import SKIP_REASONS, FileTree, open_regular_file
 from fersynth.datasets.demo import DemoSizes, generate_demo
 from fersynth.datasets.duplicates import DuplicateReport, find_identical_images, unique_ids
 from fersynth.datasets.folds import KFold, assign_test_fold
@@ -78,6 +79,7 @@ class SourceReport:
     too_small: int  # images dropped as smaller than ReadRules.min_side
     duplicate_ids: int
     duplicates: DuplicateReport
+    skipped: dict[str, int] = field(default_factory=dict)  # files of the folder or zip not read, by SKIP_REASONS key
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class _Loaded:
     splits: list[str | None]
     groups: list[str | None]
     too_small: int
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def load_source(
@@ -157,6 +160,7 @@ def load_source(
         too_small=loaded.too_small,
         duplicate_ids=duplicate_ids,
         duplicates=find_identical_images(dataset),
+        skipped=loaded.skipped,
     )
     return dataset, report
 
@@ -185,9 +189,20 @@ def _read(source: FetchSource, path: Path, mapper: LabelMapper, decoding: _Decod
         with FileTree(path, decoding.rules) as tree:
             name = _single_csv(tree)
             with tree.open(name) as stream:
-                return _read_fer2013_csv(stream, tree.where(name), mapper, decoding)
+                loaded = _read_fer2013_csv(stream, tree.where(name), mapper, decoding)
+            return replace(loaded, skipped=_skipped_files(tree, source))
     with FileTree(path, decoding.rules) as tree:
-        return _decode(tree, LAYOUTS[source](tree, mapper, options), decoding)
+        loaded = _decode(tree, LAYOUTS[source](tree, mapper, options), decoding)
+        return replace(loaded, skipped=_skipped_files(tree, source))
+
+
+def _skipped_files(tree: FileTree, source: FetchSource) -> dict[str, int]:
+    """The tree's files no one read, by reason, each reason warned about once with its count and an example."""
+    skipped = tree.skipped()
+    for reason, count in skipped.counts.items():
+        text, example = SKIP_REASONS[reason], skipped.examples[reason]
+        log.warning("%s (fetch.source %s): skipped %d %s; e.g. %s", tree.path, source, count, text, example)
+    return dict(skipped.counts)
 
 
 def _decode(tree: FileTree, members: Iterable[_Member], decoding: _Decoding) -> _Loaded:
