@@ -10,6 +10,7 @@ import typer
 from fersynth.augment import augment_metrics, augment_offline
 from fersynth.datasets.format import read_dataset, write_dataset
 from stages._common import (
+    FOLDER_OUTPUT,
     DiagnosticsOption,
     ParamsOption,
     execution_settings,
@@ -25,7 +26,9 @@ def command(
         Path, typer.Option("--input", help="Aligned dataset (face-align output); only its train split is augmented.")
     ],
     out: Annotated[
-        Path, typer.Option("--out", help="Directory for the variants (source 'offline', origin = the real image).")
+        Path,
+        typer.Option("--out", help="Directory for the variants (source 'offline', origin = the real image)."),
+        FOLDER_OUTPUT,
     ],
     diagnostics: DiagnosticsOption,
     params_path: ParamsOption = Path("params.yaml"),

@@ -12,6 +12,9 @@ from fersynth.datasets.format import write_dataset
 from fersynth.io import atomic_write_bytes
 from fersynth.preview import placeholder_png
 from stages._common import (
+    FILE_OUTPUT,
+    FOLDER_OUTPUT,
+    WORKING_FOLDER_OUTPUT,
     DiagnosticsOption,
     MetricsOption,
     ParamsOption,
@@ -28,21 +31,27 @@ def command(
     real: Annotated[
         Path, typer.Option("--real", help="Aligned real images; their train/val splits train the teachers.")
     ],
-    out: Annotated[Path, typer.Option("--out", help="Directory for the kept, calibrated synthetic images.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for the kept, calibrated synthetic images."), FOLDER_OUTPUT
+    ],
     teachers: Annotated[
         Path,
         typer.Option("--teachers", help="Teacher cache: one directory per trained teacher, reused when unchanged."),
+        WORKING_FOLDER_OUTPUT,
     ],
     metrics: MetricsOption,
     diagnostics: DiagnosticsOption,
     histogram: Annotated[
-        Path, typer.Option("--histogram", help="PNG: teacher confidence per intended class, threshold marked.")
+        Path,
+        typer.Option("--histogram", help="PNG: teacher confidence per intended class, threshold marked."),
+        FILE_OUTPUT,
     ],
     closest_pairs: Annotated[
         Path,
         typer.Option(
             "--closest-pairs", help="PNG: the synthetic images nearest to a real train image, beside it (judge)."
         ),
+        FILE_OUTPUT,
     ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:

@@ -42,7 +42,7 @@ from fersynth.tools.experiments import (
     threads_per_job,
     wait_for,
 )
-from stages._common import ParamsOption, read_params, read_raw_params, stage_command
+from stages._common import FILE_OUTPUT, ParamsOption, read_params, read_raw_params, stage_command
 
 app = typer.Typer(name="compare", add_completion=False)
 
@@ -76,7 +76,9 @@ CopyOption = Annotated[
 BaselineOption = Annotated[
     str | None, typer.Option("--baseline", help="Variant the others are tested against [default: real-only].")
 ]
-OutOption = Annotated[Path, typer.Option("--out", help="Markdown table; per-run metrics go beside it as .jsonl.")]
+OutOption = Annotated[
+    Path, typer.Option("--out", help="Markdown table; per-run metrics go beside it as .jsonl."), FILE_OUTPUT
+]
 DryOption = Annotated[bool, typer.Option("--dry", help="Check and print every planned run; queue nothing.")]
 PresetsDirOption = Annotated[Path, typer.Option("--presets-dir", help="Folder of preset files.")]
 

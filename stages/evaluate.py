@@ -10,6 +10,8 @@ import typer
 from fersynth.evaluation import evaluate_classifier, write_confusion
 from fersynth.gradcam import write_gradcam_grid
 from stages._common import (
+    FILE_OUTPUT,
+    FOLDER_OUTPUT,
     DiagnosticsOption,
     MetricsOption,
     ParamsOption,
@@ -28,10 +30,12 @@ def command(
     confusion: Annotated[
         Path,
         typer.Option("--confusion", help="Directory of <set>.json actual/predicted rows for DVC's confusion plot."),
+        FOLDER_OUTPUT,
     ],
     gradcam: Annotated[
         Path,
         typer.Option("--gradcam", help="PNG of the first test faces per class under the classifier's Grad-CAM map."),
+        FILE_OUTPUT,
     ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:

@@ -15,7 +15,7 @@ from fersynth.export import OPSET, PREPROCESSING, Parity, check_parity, export_o
 from fersynth.io import atomic_directory, write_json
 from fersynth.prediction import SIDECAR_SUFFIX, ModelCard, OnnxFaceClassifier, sidecar_record
 from fersynth.training import load_classifier
-from stages._common import DiagnosticsOption, MetricsOption, stage_command, write_stage_metrics
+from stages._common import FOLDER_OUTPUT, DiagnosticsOption, MetricsOption, stage_command, write_stage_metrics
 
 ONNX_FILE = "classifier.onnx"
 PARITY_BATCH = 64
@@ -30,7 +30,7 @@ def command(
     model: Annotated[Path, typer.Option("--model", help="Trained classifier directory (train output).")],
     input_dir: Annotated[Path, typer.Option("--input", help="Aligned real images; the test split checks parity.")],
     train_metrics: Annotated[Path, typer.Option("--train-metrics", help="metrics/train.json, for the sidecar.")],
-    out: Annotated[Path, typer.Option("--out", help=f"Folder for {ONNX_FILE} and its .json sidecar.")],
+    out: Annotated[Path, typer.Option("--out", help=f"Folder for {ONNX_FILE} and its .json sidecar."), FOLDER_OUTPUT],
     metrics: MetricsOption,
     diagnostics: DiagnosticsOption,
 ) -> None:

@@ -10,6 +10,7 @@ import typer
 from fersynth.datasets.format import read_dataset, write_dataset
 from fersynth.faces import OUTCOMES_FILE, align_dataset
 from stages._common import (
+    FOLDER_OUTPUT,
     DiagnosticsOption,
     ParamsOption,
     execution_settings,
@@ -27,6 +28,7 @@ def command(
     out: Annotated[
         Path,
         typer.Option("--out", help=f"Directory for the aligned dataset, with the per-image report {OUTCOMES_FILE}."),
+        FOLDER_OUTPUT,
     ],
     diagnostics: DiagnosticsOption,
     params_path: ParamsOption = Path("params.yaml"),

@@ -11,6 +11,8 @@ from fersynth.datasets.fetch import class_count_table, fetch_dataset, fetch_metr
 from fersynth.datasets.format import write_dataset
 from fersynth.io import atomic_write_bytes
 from stages._common import (
+    FILE_OUTPUT,
+    FOLDER_OUTPUT,
     DiagnosticsOption,
     ParamsOption,
     error_console,
@@ -22,13 +24,16 @@ from stages._common import (
 
 @stage_command
 def command(
-    out: Annotated[Path, typer.Option(help="Dataset directory to write (images.npy, manifest.csv, preview.png).")],
+    out: Annotated[
+        Path, typer.Option(help="Dataset directory to write (images.npy, manifest.csv, preview.png)."), FOLDER_OUTPUT
+    ],
     diagnostics: DiagnosticsOption,
     near_duplicates: Annotated[
         Path,
         typer.Option(
             "--near-duplicates", help="PNG: val/test images beside near-identical train images (pHash distance)."
         ),
+        FILE_OUTPUT,
     ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:

@@ -9,7 +9,14 @@ import typer
 
 from fersynth.datasets.format import read_dataset, write_dataset
 from fersynth.generation import BackendInputs, build_backends, generate_dataset, plan_counts, split_plan, write_grids
-from stages._common import DiagnosticsOption, ParamsOption, read_params, stage_command, write_stage_metrics
+from stages._common import (
+    FOLDER_OUTPUT,
+    DiagnosticsOption,
+    ParamsOption,
+    read_params,
+    stage_command,
+    write_stage_metrics,
+)
 
 
 @stage_command
@@ -22,10 +29,12 @@ def command(
             "--reference", help="Aligned real images: train-split counts set the targets; editing starts from them."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Directory for the generated dataset.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the generated dataset."), FOLDER_OUTPUT],
     diagnostics: DiagnosticsOption,
     grids: Annotated[
-        Path, typer.Option("--grids", help="Folder for one sample grid per synthetic source (<source>.png).")
+        Path,
+        typer.Option("--grids", help="Folder for one sample grid per synthetic source (<source>.png)."),
+        FOLDER_OUTPUT,
     ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:

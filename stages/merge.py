@@ -11,6 +11,8 @@ from fersynth.datasets.format import write_dataset
 from fersynth.io import write_json
 from fersynth.merging import merge_directories
 from stages._common import (
+    FILE_OUTPUT,
+    FOLDER_OUTPUT,
     DiagnosticsOption,
     MetricsOption,
     ParamsOption,
@@ -27,11 +29,13 @@ def command(
     ],
     offline: Annotated[Path, typer.Option("--offline", help="Offline-augmented variants of the real training images.")],
     synthetic: Annotated[Path, typer.Option("--synthetic", help="Calibrated synthetic images (calibrate output).")],
-    out: Annotated[Path, typer.Option("--out", help="Directory for the merged training set.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the merged training set."), FOLDER_OUTPUT],
     metrics: MetricsOption,
     diagnostics: DiagnosticsOption,
     counts_plot: Annotated[
-        Path, typer.Option("--counts-plot", help="Class counts before/after as JSON rows for DVC's bar plot.")
+        Path,
+        typer.Option("--counts-plot", help="Class counts before/after as JSON rows for DVC's bar plot."),
+        FILE_OUTPUT,
     ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:

@@ -26,7 +26,8 @@ from fersynth.prediction import (
     find_faces,
     load_face_classifier,
 )
-from stages._common import stage_command
+from stages._common import FILE_OUTPUT, WORKING_FOLDER_OUTPUT, stage_command
+from stages._model_options import DEFAULT_MODEL, DetectorOption, ModelOption, OnnxOption, chosen_model
 
 app = typer.Typer(name="predict", help=__doc__, add_completion=False)
 
@@ -40,31 +41,26 @@ CSV_COLUMNS = ("file", "frame", "time", "status", "x1", "y1", "x2", "y2", "detec
 @stage_command
 def command(
     paths: Annotated[list[Path], typer.Argument(help="Photos, folders, zips of photos, and video files.")],
-    model: Annotated[Path, typer.Option("--model", help="A fersynth checkpoint (model.pt or its folder).")] = Path(
-        "models/classifier"
-    ),
-    onnx: Annotated[
-        Path | None,
-        typer.Option("--onnx", help="An exported classifier.onnx (its .json beside it) on onnxruntime, not --model."),
-    ] = None,
-    detector: Annotated[
-        Detector, typer.Option("--detector", help="mtcnn: every face in a photo; none: each image is one face crop.")
-    ] = "mtcnn",
+    model: ModelOption = DEFAULT_MODEL,
+    onnx: OnnxOption = None,
+    detector: DetectorOption = "mtcnn",
     max_faces: Annotated[int, typer.Option("--max-faces", min=0, help="Faces per image, largest first; 0 = all.")] = 0,
     every: Annotated[int, typer.Option("--every", min=1, help="Video: classify every N-th frame.")] = 1,
     output_format: Annotated[Format, typer.Option("--format", help="table (readable), json or csv.")] = "table",
     out: Annotated[
-        Path | None, typer.Option("--out", help="File for the json or csv records [default: stdout].")
+        Path | None, typer.Option("--out", help="File for the json or csv records [default: stdout]."), FILE_OUTPUT
     ] = None,
     annotate: Annotated[
-        Path | None, typer.Option("--annotate", help="Folder for a copy of each photo or frame with faces boxed.")
+        Path | None,
+        typer.Option("--annotate", help="Folder for a copy of each photo or frame with faces boxed."),
+        WORKING_FOLDER_OUTPUT,  # each copy lands as it is made
     ] = None,
 ) -> None:
     """One row per face, and one per image without a face or that could not be read.
 
     Exits 1 when any input could not be read (after reporting every input), 0 otherwise.
     """
-    classifier = load_face_classifier(onnx if onnx is not None else model)
+    classifier = load_face_classifier(chosen_model(model, onnx))
     if annotate is not None:
         annotate.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []

@@ -16,7 +16,7 @@ from fersynth.errors import DataError, ParamsError
 from fersynth.io import atomic_directory
 from fersynth.tools import report
 from fersynth.tools.experiments import resolve_revision
-from stages._common import ParamsOption, read_params, stage_command
+from stages._common import FOLDER_OUTPUT, ParamsOption, read_params, stage_command
 
 app = typer.Typer(name="report", help=__doc__, add_completion=False)
 
@@ -24,7 +24,9 @@ REPORT_NAME = "README.md"  # GitHub renders a folder's README.md under its listi
 TITLE = "# fersynth report"  # also marks a folder as one this command wrote, so it may replace it
 CONFUSION_NAME = "confusion_test.png"
 
-OutOption = Annotated[Path, typer.Option("--out", help="Folder for README.md and its images (replaced whole).")]
+OutOption = Annotated[
+    Path, typer.Option("--out", help="Folder for README.md and its images (replaced whole)."), FOLDER_OUTPUT
+]
 BaselineOption = Annotated[
     str,
     typer.Option(

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
 
-from fersynth.prediction import Detector, load_face_classifier
+from fersynth.prediction import load_face_classifier
 from fersynth.webapp import ServeSettings, build_app
 from stages._common import stage_command
+from stages._model_options import DEFAULT_MODEL, DetectorOption, ModelOption, OnnxOption, chosen_model
 
 app = typer.Typer(name="serve", help=__doc__, add_completion=False)
 
@@ -23,16 +23,9 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 @app.command("serve")
 @stage_command
 def command(
-    model: Annotated[Path, typer.Option("--model", help="A fersynth checkpoint (model.pt or its folder).")] = Path(
-        "models/classifier"
-    ),
-    onnx: Annotated[
-        Path | None,
-        typer.Option("--onnx", help="An exported classifier.onnx (its .json beside it) on onnxruntime, not --model."),
-    ] = None,
-    detector: Annotated[
-        Detector, typer.Option("--detector", help="mtcnn: every face in a photo; none: each photo is one face crop.")
-    ] = "mtcnn",
+    model: ModelOption = DEFAULT_MODEL,
+    onnx: OnnxOption = None,
+    detector: DetectorOption = "mtcnn",
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on; 0.0.0.0 opens the page to the whole network.")
     ] = "127.0.0.1",
@@ -45,7 +38,7 @@ def command(
 
     Serves until Ctrl+C, to this machine only unless --host says otherwise; no upload is written to disk.
     """
-    classifier = load_face_classifier(onnx if onnx is not None else model)
+    classifier = load_face_classifier(chosen_model(model, onnx))
     if host not in LOOPBACK_HOSTS:
         log.warning("listening on %s: anyone who can reach this machine can use the page", host)
     settings = ServeSettings(detector=detector, max_upload_bytes=round(max_upload_mb * 1e6))

@@ -13,6 +13,9 @@ from fersynth.distributed import needs_torchrun, relaunch_under_torchrun, traini
 from fersynth.io import atomic_directory
 from fersynth.training import MODEL_FILE, save_classifier, train_from_directories
 from stages._common import (
+    FOLDER_OUTPUT,
+    WORKING_FILE_OUTPUT,
+    WORKING_FOLDER_OUTPUT,
     DiagnosticsOption,
     MetricsOption,
     ParamsOption,
@@ -31,15 +34,20 @@ def command(
     val: Annotated[
         Path, typer.Option("--val", help="Real aligned images; the epoch with the best val-split macro-F1 is kept.")
     ],
-    out: Annotated[Path, typer.Option("--out", help=f"Directory for the trained classifier ({MODEL_FILE}).")],
+    out: Annotated[
+        Path, typer.Option("--out", help=f"Directory for the trained classifier ({MODEL_FILE})."), FOLDER_OUTPUT
+    ],
     metrics: MetricsOption,
     diagnostics: DiagnosticsOption,
     live: Annotated[
-        Path, typer.Option("--live", help="dvclive directory for per-epoch loss, val metrics and lr curves.")
+        Path,
+        typer.Option("--live", help="dvclive directory for per-epoch loss, val metrics and lr curves."),
+        WORKING_FOLDER_OUTPUT,
     ],
     resume: Annotated[
         Path | None,
         typer.Option("--resume", help="Resume file: saved every epoch; a killed run with the same params continues."),
+        WORKING_FILE_OUTPUT,
     ] = None,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:

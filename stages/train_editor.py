@@ -15,6 +15,9 @@ from fersynth.io import atomic_directory, atomic_write_bytes
 from fersynth.live import open_live
 from fersynth.preview import placeholder_png
 from stages._common import (
+    FILE_OUTPUT,
+    FOLDER_OUTPUT,
+    WORKING_FOLDER_OUTPUT,
     DiagnosticsOption,
     ParamsOption,
     execution_settings,
@@ -33,12 +36,18 @@ def command(
         Path, typer.Option("--input", help="Aligned dataset; only its real train faces train the editor.")
     ],
     out: Annotated[
-        Path, typer.Option("--out", help=f"Directory for {EDITOR_FILE} (empty when train_editor.epochs is 0).")
+        Path,
+        typer.Option("--out", help=f"Directory for {EDITOR_FILE} (empty when train_editor.epochs is 0)."),
+        FOLDER_OUTPUT,
     ],
     diagnostics: DiagnosticsOption,
-    live: Annotated[Path, typer.Option("--live", help="dvclive directory for per-epoch loss curves.")],
+    live: Annotated[
+        Path, typer.Option("--live", help="dvclive directory for per-epoch loss curves."), WORKING_FOLDER_OUTPUT
+    ],
     samples: Annotated[
-        Path, typer.Option("--samples", help="PNG grid: real faces (rows) edited toward every class (columns).")
+        Path,
+        typer.Option("--samples", help="PNG grid: real faces (rows) edited toward every class (columns)."),
+        FILE_OUTPUT,
     ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:

@@ -16,6 +16,9 @@ from fersynth.gan.training import train_gan
 from fersynth.io import atomic_directory, atomic_write_bytes
 from fersynth.live import open_live
 from stages._common import (
+    FILE_OUTPUT,
+    FOLDER_OUTPUT,
+    WORKING_FOLDER_OUTPUT,
     DiagnosticsOption,
     ParamsOption,
     execution_settings,
@@ -31,14 +34,19 @@ def command(
     offline: Annotated[
         Path, typer.Option("--offline", help="Offline-augmented variants, read only when train_gan.use_offline.")
     ],
-    out: Annotated[Path, typer.Option("--out", help=f"Directory for {GENERATOR_FILE} (EMA weights).")],
+    out: Annotated[Path, typer.Option("--out", help=f"Directory for {GENERATOR_FILE} (EMA weights)."), FOLDER_OUTPUT],
     checkpoints: Annotated[
         Path,
         typer.Option("--checkpoints", help="Resumable training state; a rerun with the same params continues it."),
+        WORKING_FOLDER_OUTPUT,
     ],
     diagnostics: DiagnosticsOption,
-    live: Annotated[Path, typer.Option("--live", help="dvclive directory for per-epoch loss curves.")],
-    samples: Annotated[Path, typer.Option("--samples", help="PNG sample grid: one row per class, fixed noise.")],
+    live: Annotated[
+        Path, typer.Option("--live", help="dvclive directory for per-epoch loss curves."), WORKING_FOLDER_OUTPUT
+    ],
+    samples: Annotated[
+        Path, typer.Option("--samples", help="PNG sample grid: one row per class, fixed noise."), FILE_OUTPUT
+    ],
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)

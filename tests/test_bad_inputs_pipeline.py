@@ -1,4 +1,5 @@
-"""The bad-input corpus, pipeline half: params files, artefacts between stages, checkpoints, interrupted runs.
+"""The bad-input corpus, pipeline half: params, artefacts between stages, checkpoints, output paths, runs
+that collide or were interrupted.
 
 Every case builds its bad input itself (no binary blobs) and runs one `fersynth` command in-process.
 A refused case checks through tests/bad_inputs.py that the command names the culprit, shows no
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import math
 import os
@@ -38,8 +40,7 @@ from fersynth.training import MODEL_FILE, save_classifier
 
 from .bad_inputs import alias_bomb, assert_refused, leftovers, run_command, run_measured, snapshot
 from .conftest import make_dataset
-from .test_calibrate_stage import invoke as run_calibrate
-from .test_calibrate_stage import write_inputs as write_calibrate_inputs
+from .helpers import run_calibrate, write_calibrate_inputs
 
 Corruption = Callable[[Path], str]  # damages a file or dataset directory; returns the culprit the error must name
 TINY_AUGMENT = {"augment_offline": {"variants_per_image": 1}}
@@ -55,11 +56,13 @@ def current_umask() -> int:
 # ---------------------------------------------------------------- augment-offline: cheapest stage reading a dataset
 
 
-def augment_arguments(root: Path, params: Path | None = None) -> list[str]:
+def augment_arguments(
+    root: Path, params: Path | None = None, out: Path | None = None, diagnostics: Path | None = None
+) -> list[str]:
     return [
         "augment-offline",
-        *("--input", str(root / "aligned"), "--out", str(root / "offline")),
-        *("--diagnostics", str(root / "augment.json"), "--params", str(params or root / "params.yaml")),
+        *("--input", str(root / "aligned"), "--out", str(out or root / "offline")),
+        *("--diagnostics", str(diagnostics or root / "augment.json"), "--params", str(params or root / "params.yaml")),
     ]
 
 
@@ -484,6 +487,149 @@ def test_a_diverging_training_is_stopped_and_the_earlier_model_kept(tmp_path: Pa
     assert_refused(run_command(train_arguments(tmp_path)), "train.lr 1e+30", "in epoch 1", "lower train.lr")
     assert snapshot(*outputs) == earlier
     assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------- output paths
+
+
+def existing_file(path: Path) -> None:
+    path.write_bytes(b"someone's file")
+
+
+def existing_folder(path: Path) -> None:
+    path.mkdir()
+    (path / "kept.txt").write_bytes(b"someone's folder")
+
+
+OUTPUT_PATH_CASES = [
+    # Was a NotADirectoryError traceback, with a `.afile.<random>.tmp/` of the whole dataset left behind.
+    pytest.param(existing_file, {"out": "afile"}, ["--out", "afile: exists and is a file"], id="out-is-a-file"),
+    # Was an IsADirectoryError after --out had been replaced.
+    pytest.param(
+        existing_folder, {"diagnostics": "afile"}, ["--diagnostics", "afile: is a folder"], id="diagnostics-is-a-folder"
+    ),
+    pytest.param(existing_file, {"out": "afile/offline"}, ["afile is a file, so nothing"], id="out-parent-is-a-file"),
+    pytest.param(
+        existing_file, {"diagnostics": "afile/a/b.json"}, ["afile is a file, so nothing"], id="diagnostics-under-a-file"
+    ),
+    pytest.param(
+        existing_file,
+        {"out": "same", "diagnostics": "same"},
+        ["--out and --diagnostics both name"],
+        id="one-path-twice",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "given", "culprits"), OUTPUT_PATH_CASES)
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
+    augmented: Path, make: Callable[[Path], None], given: dict[str, str], culprits: list[str]
+) -> None:
+    make(augmented / "afile")
+    paths = {name: augmented / path for name, path in given.items()}
+    before = snapshot(augmented / "offline", augmented / "augment.json", augmented / "afile")
+    (augmented / "params.yaml").write_text("augment_offline: {variants_per_image: -1}\n")  # never read
+    outcome = run_command(augment_arguments(augmented, **paths))
+    assert_refused(outcome, *culprits)
+    assert "variants_per_image" not in outcome.output  # refused before the stage's work began
+    assert snapshot(augmented / "offline", augmented / "augment.json", augmented / "afile") == before
+    assert leftovers(augmented) == [] and not list(augmented.rglob(".*.lock"))
+
+
+def test_fetch_refuses_a_near_duplicates_folder_before_writing_its_dataset(tmp_path: Path) -> None:
+    """The issue's case: an IsADirectoryError came after --out was replaced, leaving the outputs inconsistent."""
+    for path in (tmp_path / "fetched", tmp_path / "near"):
+        existing_folder(path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"fetch": {"source": "demo"}}))
+    before = snapshot(tmp_path)
+    outputs = ["--out", str(tmp_path / "fetched"), "--diagnostics", str(tmp_path / "fetch.json")]
+    outcome = run_command(["fetch", *outputs, "--near-duplicates", str(tmp_path / "near")])
+    assert_refused(outcome, f"--near-duplicates {tmp_path / 'near'}: is a folder")
+    assert snapshot(tmp_path) == before and leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to a chmod 555 folder all the same")
+def test_a_read_only_output_folder_is_refused_before_any_work(augmented: Path) -> None:
+    (augmented / "shelf").mkdir(mode=0o555)
+    outcome = run_command(augment_arguments(augmented, out=augmented / "shelf" / "offline"))
+    assert_refused(outcome, "--out", f"{augmented / 'shelf'} is not writable")
+
+
+def refuse_under(monkeypatch: pytest.MonkeyPatch, name: str, root: Path, error: int) -> None:
+    """Make os.<name> fail with `error` on paths under `root`: a filesystem turned read-only, or full, mid-run."""
+    real = getattr(os, name)
+
+    def refusing(path: Any, *arguments: Any, **options: Any) -> Any:
+        if Path(os.fsdecode(path)).is_relative_to(root):
+            raise OSError(error, os.strerror(error), os.fsdecode(path))
+        return real(path, *arguments, **options)
+
+    monkeypatch.setattr(os, name, refusing)
+
+
+def test_a_folder_that_turns_read_only_is_one_line_naming_the_output(
+    augmented: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = snapshot(augmented / "offline", augmented / "augment.json")
+    refuse_under(monkeypatch, "mkdir", augmented, errno.EROFS)  # where --out stages its new folder
+    outcome = run_command(augment_arguments(augmented))
+    assert_refused(outcome, f"{augmented / 'offline'}: cannot be written: Read-only file system")
+    assert snapshot(augmented / "offline", augmented / "augment.json") == before
+    assert leftovers(augmented) == []
+
+
+def test_a_disk_full_at_the_last_output_replaces_none_of_them(augmented: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dataset is staged complete before the diagnostics' write fails: neither may land (fersynth.io)."""
+    before = snapshot(augmented / "offline", augmented / "augment.json")
+    (augmented / "params.yaml").write_text(yaml.safe_dump({"augment_offline": {"variants_per_image": 2}}))  # new bytes
+    real_fdopen = os.fdopen
+
+    def fdopen(descriptor: int, *arguments: Any, **options: Any) -> Any:
+        stream = real_fdopen(descriptor, *arguments, **options)
+        if Path(os.readlink(f"/proc/self/fd/{descriptor}")).name.startswith(".augment.json."):
+            stream.write = full_disk
+        return stream
+
+    def full_disk(data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    outcome = run_command(augment_arguments(augmented))
+    assert_refused(outcome, f"{augmented / 'augment.json'}: cannot be written: No space left on device")
+    assert snapshot(augmented / "offline", augmented / "augment.json") == before
+    assert leftovers(augmented) == []
+
+
+# ---------------------------------------------------------------- concurrent runs
+
+# What a live augment-offline run holds: the lock of its --out, and the folder it is staging.
+LIVE_RUN = (
+    "import sys, time; from pathlib import Path; from fersynth.io import lock_outputs\n"
+    "out = Path(sys.argv[1])\n"
+    "with lock_outputs([out]):\n"
+    "    (out.parent / f'.{out.name}.l1ve0000.tmp').mkdir()\n"
+    "    print('writing', flush=True); time.sleep(120)\n"
+)
+
+
+def test_a_second_run_on_the_same_outputs_is_refused_and_clears_nothing_of_the_first(augmented: Path) -> None:
+    """Two runs started together: each cleared the other's staging, and one crashed on FileNotFoundError."""
+    first = subprocess.Popen([sys.executable, "-c", LIVE_RUN, str(augmented / "offline")], stdout=subprocess.PIPE)
+    try:
+        assert first.stdout is not None and first.stdout.readline() == b"writing\n"
+        before = snapshot(augmented / "offline", augmented / "augment.json")
+        outcome = run_command(augment_arguments(augmented))
+        assert_refused(outcome, f"{augmented / 'offline'}: another run (process {first.pid}) is writing it")
+        assert (augmented / ".offline.l1ve0000.tmp").is_dir()  # the first run's staging is its own
+        assert snapshot(augmented / "offline", augmented / "augment.json") == before
+    finally:
+        first.kill()
+        first.wait()
+    # Killed, it leaves its lock file and staging; neither stops the next run, which clears the staging.
+    assert (augmented / ".offline.lock").is_file()
+    outcome = run_command(augment_arguments(augmented))
+    assert outcome.exit_code == 0, outcome.output
+    assert leftovers(augmented) == [] and not list(augmented.rglob(".*.lock"))
 
 
 # ---------------------------------------------------------------- interrupted runs

@@ -11,3 +11,7 @@ class ParamsError(FersynthError):
 
 class DataError(FersynthError):
     """An input dataset is corrupt, incomplete or inconsistent."""
+
+
+class OutputError(FersynthError):
+    """An output path cannot be written: of the wrong kind, not writable, another run's, or the disk refused."""

@@ -28,7 +28,7 @@ from fersynth.editing import SourceFaces, check_source_classes, source_face_marg
 from fersynth.editor import EDITOR_FILE, load_editor
 from fersynth.errors import DataError, ParamsError
 from fersynth.gan.generator import GENERATOR_FILE, load_generator
-from fersynth.io import atomic_write_bytes
+from fersynth.io import atomic_directory
 from fersynth.preview import class_grid, placeholder_png, png_bytes
 from fersynth.progress import progress_bar
 
@@ -323,15 +323,16 @@ def _concatenate(parts: Sequence[Dataset]) -> Dataset:
 def write_grids(dataset: Dataset, folder: Path, per_class: int = 10) -> list[Path]:
     """One sample grid per source (one row per class), `<folder>/<source>.png`, for a person to look at.
 
-    With nothing generated the folder holds a note saying so, since DVC declares it as an output.
+    The folder is replaced whole, so a source no longer generated leaves no grid. With nothing generated it
+    holds a note saying so, since DVC declares it as an output.
     """
     written = []
-    if not len(dataset):
-        atomic_write_bytes(folder / "nothing_generated.png", placeholder_png("nothing generated (generate.target)"))
-    for source in sorted(set(dataset.sources)):
-        rows = dataset.subset(dataset.sources == source)
-        grid = class_grid(rows.images, rows.labels, rows.classes, per_class)
-        path = folder / f"{source}.png"
-        atomic_write_bytes(path, png_bytes(grid))
-        written.append(path)
+    with atomic_directory(Path(folder)) as staging:
+        if not len(dataset):
+            (staging / "nothing_generated.png").write_bytes(placeholder_png("nothing generated (generate.target)"))
+        for source in sorted(set(dataset.sources)):
+            rows = dataset.subset(dataset.sources == source)
+            grid = class_grid(rows.images, rows.labels, rows.classes, per_class)
+            (staging / f"{source}.png").write_bytes(png_bytes(grid))
+            written.append(Path(folder) / f"{source}.png")
     return written
