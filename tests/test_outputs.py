@@ -219,3 +219,21 @@ def test_a_refused_read_of_an_input_keeps_its_own_name(tmp_path: Path) -> None:
     with pytest.raises(PermissionError) as raised, atomic_directory(tmp_path / "folder"):
         raise refused
     assert raised.value is refused
+
+
+def test_a_dataset_the_disk_cannot_hold_is_refused_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its size is known before the write: say so up front instead of failing minutes of writing later."""
+    from collections import namedtuple
+
+    from fersynth.datasets.format import write_dataset
+    from fersynth.errors import OutputError
+
+    from .conftest import make_dataset
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("fersynth.io.shutil.disk_usage", lambda _: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(OutputError, match=r"needs 0\.00 GiB for its output but the disk has 0\.00 GiB free"):
+        write_dataset(make_dataset(per_class=2, size=8), tmp_path / "out")
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []

@@ -202,6 +202,23 @@ def _discard(path: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+DISK_MARGIN_BYTES = 64 * 2**20  # room kept free beyond an output's known size: the rest of its files, logs, the OS
+
+
+def check_free_space(folder: Path, needed_bytes: int) -> None:
+    """Refuse, before writing, an output of known size that the disk under `folder` cannot hold.
+
+    A write that runs out of room anyway still fails cleanly (nothing replaced); this only says so before
+    minutes of work are written and thrown away.
+    """
+    free = shutil.disk_usage(_nearest_existing(folder)).free
+    if needed_bytes + DISK_MARGIN_BYTES > free:
+        raise OutputError(
+            f"{folder}: needs {needed_bytes / 2**30:.2f} GiB for its output but the disk has "
+            f"{free / 2**30:.2f} GiB free (with {DISK_MARGIN_BYTES // 2**20} MiB to spare); free some space"
+        )
+
+
 def check_output(path: Path, folder: bool, named: str) -> None:
     """Refuse, before any work, an output path that its write would fail on; `named` says what gave it (`--out`).
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from fersynth.errors import DataError
-from fersynth.io import atomic_directory
+from fersynth.io import atomic_directory, check_free_space
 from fersynth.preview import save_preview
 
 IMAGES_FILE = "images.npy"
@@ -137,6 +137,7 @@ def write_dataset(
 
     `extra_files` (name -> content) land in the same directory, e.g. a stage's per-image report.
     """
+    check_free_space(Path(directory).parent, dataset.images.nbytes)
     with atomic_directory(Path(directory)) as staging:
         for name, content in (extra_files or {}).items():
             (staging / name).write_bytes(content)
