@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from fersynth.config import CANONICAL_CLASSES
 from stages.cli import app
 
-from .test_sources import png
+from .helpers import png
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from fersynth.config import CANONICAL_CLASSES
-from fersynth.datasets.format import Dataset
+from fersynth.datasets.format import Dataset, write_dataset
 from stages.cli import app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -81,3 +82,16 @@ def _one_torch_thread() -> Iterator[None]:
 @pytest.fixture
 def tiny_dataset() -> Dataset:
     return make_dataset()
+
+
+@pytest.fixture
+def train_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Train's inputs, aligned data (train/val/test rows) and a merged set, in a directory outside any DVC repo,
+    made the working directory."""
+    monkeypatch.chdir(tmp_path)
+    aligned = make_dataset(per_class=6, size=16)
+    write_dataset(aligned, tmp_path / "aligned")
+    write_dataset(aligned.split("train"), tmp_path / "merged")
+    params = {"common": {"image_size": 16}, "train": {"arch": "linear", "epochs": 2, "batch_size": 8}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path

@@ -38,8 +38,7 @@ from .bad_inputs import (
     snapshot,
     write_zip_bomb,
 )
-from .test_image_bounds import png_claiming
-from .test_sources import png, write_tree, write_zip
+from .helpers import png, png_claiming, write_tree, write_zip
 
 Params = dict[str, Any]
 Files = Mapping[str, bytes | str]

@@ -15,65 +15,37 @@ from PIL import Image
 from fersynth.datasets.format import IMAGES_FILE, read_dataset, write_dataset
 from fersynth.preview import placeholder_png
 
-from .conftest import make_dataset, run_stage
-from .test_calibration import synthetic_rows
-
-PARAMS = {
-    "common": {"seed": 0, "image_size": 16},
-    "calibrate": {
-        "policy": "filter",
-        "threshold": 0.2,
-        "teacher": {"arch": "linear", "epochs": 1, "batch_size": 8, "flip_augment": False, "shift_augment": 0},
-    },
-}
-
-
-def write_inputs(root: Path, generated: int = 14) -> None:
-    write_dataset(make_dataset(per_class=6, size=16), root / "aligned")
-    write_dataset(synthetic_rows(generated, size=16), root / "generated")
-    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-
-
-def invoke(root: Path) -> tuple[int, str]:
-    return run_stage(
-        [
-            "calibrate",
-            *("--input", str(root / "generated"), "--real", str(root / "aligned")),
-            *("--out", str(root / "calibrated"), "--teachers", str(root / "teachers")),
-            *(
-                "--diagnostics",
-                str(root / "calibrate.json"),
-                "--metrics",
-                str(root / "headline.json"),
-                "--histogram",
-                str(root / "plots" / "confidence.png"),
-                "--closest-pairs",
-                str(root / "plots" / "closest_pairs.png"),
-            ),
-            *("--params", str(root / "params.yaml")),
-        ]
-    )
+from .conftest import make_dataset
+from .helpers import CALIBRATE_PARAMS, run_calibrate, synthetic_rows, write_calibrate_inputs
 
 
 def test_calibrate_stage_writes_outputs_and_reuses_teachers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    write_inputs(tmp_path)
-    code, output = invoke(tmp_path)
+    write_calibrate_inputs(tmp_path)
+    code, output = run_calibrate(tmp_path)
     assert code == 0, output
     metrics = json.loads((tmp_path / "calibrate.json").read_text())
-    calibrated = read_dataset(tmp_path / "calibrated", make_dataset().classes)
+    classes = make_dataset().classes
+    calibrated = read_dataset(tmp_path / "calibrated", classes)
     assert metrics["generated_total"] == 14 and metrics["accepted_total"] == len(calibrated)
+    assert sum(metrics[f"accepted_{name}"] for name in classes) == len(calibrated)
     assert {"accepted_angry", "acceptance_rate_sad", "mean_confidence_happy", "frechet_distance"} <= set(metrics)
-    assert set(calibrated.sources) <= {"gan"} and (calibrated.confidence >= 0.2).all()
+    # The one-epoch teacher agrees at 0.2 or more with some of the 14 images and not all: the checks below bite.
+    assert 0 < len(calibrated) < 14
+    assert set(calibrated.ids) <= {f"gan{n}" for n in range(14)} and set(calibrated.sources) == {"gan"}
+    assert (calibrated.confidence >= 0.2).all() and (calibrated.labels == calibrated.intended).all()
     assert (tmp_path / "plots" / "confidence.png").read_bytes().startswith(b"\x89PNG")
     assert closest_pairs_size(tmp_path) == placeholder_size("no judge configured (calibrate.judge)")
     assert not any(key.startswith("quality_") for key in metrics)
     cached = sorted(path.name for path in (tmp_path / "teachers").iterdir())
     assert len(cached) == 1
 
-    relabel_params = {**PARAMS, "calibrate": {**PARAMS["calibrate"], "policy": "relabel", "threshold": 0.9}}
+    relabel_params = {
+        **CALIBRATE_PARAMS,
+        "calibrate": {**CALIBRATE_PARAMS["calibrate"], "policy": "relabel", "threshold": 0.9},
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(relabel_params))
     with caplog.at_level(logging.INFO, logger="fersynth.calibration"):
-        code, output = invoke(tmp_path)
+        code, output = run_calibrate(tmp_path)
     assert code == 0, output
     assert "cache hit" in caplog.text
     assert sorted(path.name for path in (tmp_path / "teachers").iterdir()) == cached
@@ -93,9 +65,9 @@ def placeholder_size(message: str) -> tuple[int, int]:
 
 
 def test_calibrate_stage_with_a_judge_grades_every_source(tmp_path: Path) -> None:
-    write_inputs(tmp_path)
-    write_calibrate_params(tmp_path, judge=PARAMS["calibrate"]["teacher"])
-    code, output = invoke(tmp_path)
+    write_calibrate_inputs(tmp_path)
+    write_calibrate_params(tmp_path, judge=CALIBRATE_PARAMS["calibrate"]["teacher"])
+    code, output = run_calibrate(tmp_path)
     assert code == 0, output
     diagnostics = json.loads((tmp_path / "calibrate.json").read_text())
     headline = json.loads((tmp_path / "headline.json").read_text())
@@ -113,46 +85,48 @@ def test_calibrate_stage_with_a_judge_grades_every_source(tmp_path: Path) -> Non
 
 
 def test_calibrate_stage_with_nothing_generated(tmp_path: Path) -> None:
-    write_inputs(tmp_path, generated=0)
-    code, output = invoke(tmp_path)
+    write_calibrate_inputs(tmp_path, generated=0)
+    code, output = run_calibrate(tmp_path)
     assert code == 0, output
     metrics = json.loads((tmp_path / "calibrate.json").read_text())
     assert metrics["generated_total"] == 0 and metrics["accepted_angry"] == 0
     assert metrics["frechet_distance"] is None
     assert len(read_dataset(tmp_path / "calibrated", make_dataset().classes)) == 0
     assert closest_pairs_size(tmp_path) == placeholder_size("no judge configured (calibrate.judge)")
-    write_calibrate_params(tmp_path, judge=PARAMS["calibrate"]["teacher"])
-    code, output = invoke(tmp_path)
+    write_calibrate_params(tmp_path, judge=CALIBRATE_PARAMS["calibrate"]["teacher"])
+    code, output = run_calibrate(tmp_path)
     assert code == 0, output
     assert closest_pairs_size(tmp_path) == placeholder_size("no synthetic images")
 
 
 def test_calibrate_stage_names_unreadable_input(tmp_path: Path) -> None:
-    write_inputs(tmp_path)
+    write_calibrate_inputs(tmp_path)
     (tmp_path / "generated" / IMAGES_FILE).write_bytes(b"not an array")
-    code, output = invoke(tmp_path)
+    code, output = run_calibrate(tmp_path)
     assert code == 1
     assert "".join(str(tmp_path / "generated" / IMAGES_FILE).split()) in output
     assert not (tmp_path / "calibrated").exists() and not (tmp_path / "calibrate.json").exists()
 
 
 def test_calibrate_stage_names_mismatched_image_size(tmp_path: Path) -> None:
-    write_inputs(tmp_path)
+    write_calibrate_inputs(tmp_path)
     write_dataset(synthetic_rows(7, size=8), tmp_path / "generated")
-    code, output = invoke(tmp_path)
+    code, output = run_calibrate(tmp_path)
     assert code == 1
     assert "".join(f"{tmp_path / 'generated'}: images are (8, 8, 1)".split()) in output
     assert np.load(tmp_path / "aligned" / IMAGES_FILE).shape[1] == 16  # inputs untouched
 
 
 def write_calibrate_params(root: Path, **calibrate: object) -> None:
-    (root / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "calibrate": {**PARAMS["calibrate"], **calibrate}}))
+    (root / "params.yaml").write_text(
+        yaml.safe_dump({**CALIBRATE_PARAMS, "calibrate": {**CALIBRATE_PARAMS["calibrate"], **calibrate}})
+    )
 
 
 def test_calibrate_stage_quota_keeps_one_per_class_and_prints_the_table(tmp_path: Path) -> None:
-    write_inputs(tmp_path)  # two images generated per class
+    write_calibrate_inputs(tmp_path)  # two images generated per class
     write_calibrate_params(tmp_path, selection="quota", quota_per_class=1)
-    code, output = invoke(tmp_path)
+    code, output = run_calibrate(tmp_path)
     assert code == 0, output
     metrics = json.loads((tmp_path / "calibrate.json").read_text())
     classes = make_dataset().classes
@@ -165,10 +139,10 @@ def test_calibrate_stage_quota_keeps_one_per_class_and_prints_the_table(tmp_path
 
 
 def test_calibrate_stage_warns_of_classes_that_kept_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    write_inputs(tmp_path)
+    write_calibrate_inputs(tmp_path)
     write_calibrate_params(tmp_path, threshold=1.0)  # no softmax of a one-epoch teacher reaches 1
     with caplog.at_level(logging.WARNING, logger="fersynth.calibration"):
-        code, output = invoke(tmp_path)
+        code, output = run_calibrate(tmp_path)
     assert code == 0, output
     metrics = json.loads((tmp_path / "calibrate.json").read_text())
     assert metrics["accepted_total"] == 0 and metrics["classes_with_nothing_kept"] == 7
@@ -180,9 +154,9 @@ def test_calibrate_stage_warns_of_classes_that_kept_nothing(tmp_path: Path, capl
 
 def test_teachers_trained_ahead_are_the_ones_calibrate_loads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """benchmarks/train_teachers.py (run on another machine, its cache copied in) spares calibrate the training."""
-    write_inputs(tmp_path)
+    write_calibrate_inputs(tmp_path)
     judge = {"arch": "linear", "epochs": 1, "batch_size": 8}
-    params = {**PARAMS, "calibrate": {**PARAMS["calibrate"], "ensemble_size": 2, "judge": judge}}
+    params = {**CALIBRATE_PARAMS, "calibrate": {**CALIBRATE_PARAMS["calibrate"], "ensemble_size": 2, "judge": judge}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_teachers.py"
     arguments = ["--params", "params.yaml", "--real", "aligned", "--cache", "teachers"]
@@ -192,7 +166,7 @@ def test_teachers_trained_ahead_are_the_ones_calibrate_loads(tmp_path: Path, cap
     assert len(trained_ahead) == 3 and sum(name.startswith("judge-") for name in trained_ahead) == 1
 
     with caplog.at_level(logging.INFO, logger="fersynth.calibration"):
-        code, output = invoke(tmp_path)
+        code, output = run_calibrate(tmp_path)
     assert code == 0, output
     assert caplog.text.count("cache hit") == 3 and "not cached" not in caplog.text
     assert sorted(path.name for path in (tmp_path / "teachers").iterdir()) == trained_ahead
@@ -201,8 +175,8 @@ def test_teachers_trained_ahead_are_the_ones_calibrate_loads(tmp_path: Path, cap
 def test_nothing_generated_trains_no_teacher_but_makes_the_declared_cache_folder(tmp_path: Path) -> None:
     """A real-only run in a workspace that lacks HEAD's outputs (a fresh clone's queue) must still give DVC
     every declared output, the teacher cache included."""
-    write_inputs(tmp_path, generated=0)
-    code, output = invoke(tmp_path)
+    write_calibrate_inputs(tmp_path, generated=0)
+    code, output = run_calibrate(tmp_path)
     assert code == 0, output
     assert (tmp_path / "teachers").is_dir() and not any((tmp_path / "teachers").iterdir())
     assert json.loads((tmp_path / "calibrate.json").read_text())["accepted_total"] == 0

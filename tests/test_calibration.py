@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from rich.console import Console
+from sklearn.metrics import f1_score
 
 from fersynth import calibration
 from fersynth.calibration import (
@@ -28,9 +29,10 @@ from fersynth.config import CalibrateConfig, ClassifierConfig
 from fersynth.datasets.format import Dataset
 from fersynth.errors import DataError, ParamsError
 from fersynth.metrics import macro_f1
-from fersynth.training import fit_classifier, predict_proba, save_classifier
+from fersynth.training import extract_features, fit_classifier, predict_proba, save_classifier
 
 from .conftest import make_dataset
+from .helpers import synthetic_rows
 
 CLASSES = ("angry", "happy", "sad")
 # Six synthetic images of intended classes 0, 0, 0, 1, 2, 2 and their teacher probabilities.
@@ -66,20 +68,6 @@ VAL = ValScores(
     classes=CLASSES,
 )
 TINY_TEACHER = ClassifierConfig(arch="linear", epochs=1, batch_size=8, flip_augment=False, shift_augment=0)
-
-
-def synthetic_rows(count: int, size: int = 8, seed: int = 5) -> Dataset:
-    """`count` GAN images cycling through the seven classes, made like conftest's data."""
-    source = make_dataset(per_class=count // 7 + 1, size=size, seed=seed)
-    picked = source.subset(np.argsort(np.arange(len(source)) % (count // 7 + 1), kind="stable")[:count])
-    return replace(
-        picked,
-        ids=np.array([f"gan{n}" for n in range(count)], dtype=object),
-        splits=np.full(count, "train", dtype=object),
-        sources=np.full(count, "gan", dtype=object),
-        origins=np.full(count, "", dtype=object),
-        intended=picked.labels.copy(),
-    )
 
 
 def test_filter_keeps_exactly_confident_agreeing_images() -> None:
@@ -383,21 +371,46 @@ def test_an_earlier_runs_classifier_is_the_teacher_without_any_training(
         CalibrateConfig(teacher_checkpoints=["a.pt", "a.pt"])
 
 
+def frechet_by_nuclear_norm(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """The Fréchet distance computed another way than fersynth's: with S_a = AᵀA and S_b = BᵀB (A, B the centred
+    features over sqrt(n - 1)), Tr((S_a S_b)^½) is the nuclear norm of A Bᵀ, so no matrix square root is taken."""
+    a, b = np.asarray(features_a, dtype=np.float64), np.asarray(features_b, dtype=np.float64)
+    centred_a = (a - a.mean(axis=0)) / np.sqrt(len(a) - 1)
+    centred_b = (b - b.mean(axis=0)) / np.sqrt(len(b) - 1)
+    means = np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2)
+    return float(
+        means + np.sum(centred_a**2) + np.sum(centred_b**2) - 2 * np.linalg.norm(centred_a @ centred_b.T, "nuc")
+    )
+
+
 def test_calibrate_outputs_and_metrics(tmp_path: Path) -> None:
     real, synthetic = make_dataset(per_class=6, size=8), synthetic_rows(14)
-    result = calibrate(synthetic, real, CalibrateConfig(threshold=0.0, teacher=TINY_TEACHER), 0, tmp_path)
+    config = CalibrateConfig(threshold=0.0, ensemble_size=3, teacher=TINY_TEACHER)
+    result = calibrate(synthetic, real, config, 0, tmp_path)
+    train, val = real.split("train"), real.split("val")
+    teachers = load_or_train_teachers(train, val, config, 0, tmp_path)  # cache hit: the teachers calibrate used
+    # Threshold 0 keeps exactly the images whose mean teacher score is highest for the class they were made as.
+    agreed = teachers.predict_proba(synthetic.images).argmax(axis=1) == synthetic.intended
     kept = result.dataset
-    assert len(kept) == result.metrics["accepted_total"] <= 14
-    assert set(kept.sources) <= {"gan"} and (kept.labels == kept.intended).all()
+    assert 0 < agreed.sum() < 14
+    assert kept.ids.tolist() == synthetic.ids[agreed].tolist()
+    assert result.metrics["accepted_total"] == len(kept) == agreed.sum()
+    assert set(kept.sources) == {"gan"} and (kept.labels == kept.intended).all()
     assert not np.isnan(kept.confidence).any()
     assert result.metrics["generated_total"] == 14 and result.metrics["generated_angry"] == 2
-    assert 0.0 <= result.metrics["teacher_val_macro_f1"] <= 1.0
-    assert result.metrics["frechet_distance"] >= 0.0
+    # The ensemble's figure: macro-F1 of the argmax of the teachers' mean softmax on real val (seed 0 gives
+    # three whose mean scores unlike any one of them).
+    val_predicted = np.mean([predict_proba(model, val.images) for model in teachers.models], axis=0).argmax(axis=1)
+    expected_f1 = f1_score(val.labels, val_predicted, average="macro", zero_division=0)
+    assert expected_f1 not in teachers.val_macro_f1
+    assert result.metrics["teacher_val_macro_f1"] == pytest.approx(expected_f1)
+    # Between the first teacher's features of real train and of the synthetic images. 64 features of 14 images:
+    # most eigenvalues fersynth takes the root of are 0 but for rounding, and their roots add about 1e-5 of it.
+    real_features, synthetic_features = (extract_features(teachers.models[0], s.images) for s in (train, synthetic))
+    expected_fd = frechet_by_nuclear_norm(real_features, synthetic_features)
+    assert expected_fd > 0.0 and result.metrics["frechet_distance"] == pytest.approx(expected_fd, rel=1e-4)
     assert result.histogram_png.startswith(b"\x89PNG")
     assert result.metrics["threshold_angry"] == 0.0
-    teachers = load_or_train_teachers(
-        real.split("train"), real.split("val"), CalibrateConfig(teacher=TINY_TEACHER), 0, tmp_path
-    )
     recall = {key: value for key, value in result.metrics.items() if key.startswith("teacher_val_recall_")}
     assert recall == teacher_val_recall(teachers.val) and len(recall) == 7
 

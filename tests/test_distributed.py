@@ -30,7 +30,6 @@ from fersynth.gan.training import train_gan
 from fersynth.training import fit_classifier, load_classifier
 
 from .conftest import make_dataset, run_stage
-from .test_train_stage import workdir  # noqa: F401 (a fixture: train's inputs in tmp_path, made the working directory)
 
 FERSYNTH = Path(sys.executable).parent / "fersynth"
 DIGEST = re.compile(r"rank(\d+)/(\d+):weightssha256([0-9a-f]{64})")
@@ -70,7 +69,7 @@ def train_arguments(out: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("workdir")
+@pytest.mark.usefixtures("train_workdir")
 def test_train_in_two_processes_agrees_and_only_rank_0_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FERSYNTH_DEVICE", "cpu")  # gloo's ranks, and the one process they are held against
     inputs = files_below(tmp_path)
@@ -152,7 +151,7 @@ def test_one_process_never_starts_a_process_group(monkeypatch: pytest.MonkeyPatc
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
-@pytest.mark.usefixtures("workdir")
+@pytest.mark.usefixtures("train_workdir")
 def test_one_process_stage_runs_in_this_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("one process must not start torchrun")

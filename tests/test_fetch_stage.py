@@ -16,8 +16,7 @@ from fersynth.datasets.format import read_dataset
 from fersynth.errors import DataError
 
 from .conftest import run_stage
-from .test_paper_sources import kdef_files
-from .test_sources import png, write_tree
+from .helpers import kdef_files, png, write_tree
 
 SMALL_DEMO = {"source": "demo", "demo_train": 70, "demo_val": 14, "demo_test": 14}
 

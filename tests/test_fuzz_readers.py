@@ -22,7 +22,7 @@ from fersynth.datasets.imaging import decode_image
 from fersynth.datasets.sources import load_source
 from fersynth.errors import DataError
 
-from .test_sources import png
+from .helpers import png
 
 FUZZ = settings(
     max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]

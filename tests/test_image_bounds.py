@@ -7,7 +7,6 @@ import io
 import logging
 import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +20,7 @@ from fersynth.datasets.sources import load_source
 from fersynth.errors import DataError
 from fersynth.media import decode_photo
 
-from .test_sources import as_folder_or_zip, png
-
-
-def png_claiming(width: int, height: int, bit_depth: int = 8, color_type: int = 6) -> bytes:
-    """A PNG whose header declares width × height (colour type 6: RGBA, 0: grey) over a few bytes of pixel data:
-    refused on its header it costs nothing, decoded it would cost the full size."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    pixels = zlib.compress(bytes(1 + width * 4))  # one row of zeros: the rest is missing
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-
-
-def encoded(pixels: np.ndarray, fmt: str = "PNG", **options: object) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, fmt, **options)
-    return buffer.getvalue()
+from .helpers import as_folder_or_zip, encoded, png, png_claiming
 
 
 def decode(data: bytes, max_image_pixels: int, max_side: int = 256, box: tuple[int, int, int, int] | None = None):

@@ -22,7 +22,7 @@ from fersynth.datasets.near_duplicates import (
 from fersynth.errors import DataError
 from fersynth.preview import png_bytes
 
-from .test_sources import write_tree
+from .helpers import write_tree
 
 CLASSES = ("happy", "sad")
 SIDE = 48

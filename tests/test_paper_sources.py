@@ -17,7 +17,6 @@ from fersynth.datasets.papers import (
     AFFECTNET_CODES,
     CKPLUS_CODES,
     JAFFE_CODES,
-    KDEF_ANGLES,
     KDEF_CODES,
     RAFDB_CODES,
     PaperOptions,
@@ -25,10 +24,9 @@ from fersynth.datasets.papers import (
 from fersynth.datasets.sources import load_source
 from fersynth.errors import DataError
 
-from .test_sources import as_folder_or_zip, labels_by_id, png, write_tree
+from .helpers import Files, as_folder_or_zip, kdef_files, labels_by_id, png, write_tree
 
 CLASSES = CANONICAL_CLASSES
-Files = dict[str, bytes | str]
 
 
 def counts(dataset: Dataset, split: str | None = None) -> dict[str, int]:
@@ -87,19 +85,6 @@ def test_rafdb_errors_name_the_line(tmp_path: Path, edit: Callable[[Files], obje
 
 
 # --- KDEF -------------------------------------------------------------------------------------------------
-
-
-def kdef_files(people: int = 4) -> Files:
-    """Every person (session A, female and male) in every expression and angle."""
-    files, seed = {}, 0
-    for number in range(1, people + 1):
-        gender = "F" if number % 2 else "M"
-        for code in KDEF_CODES:
-            for angle in KDEF_ANGLES:
-                seed += 1
-                folder = f"A{gender}{number:02d}"
-                files[f"KDEF/{folder}/{folder}{code}{angle}.JPG"] = png(seed)
-    return files
 
 
 @pytest.mark.parametrize("kind", ["folder", "zip"])

@@ -200,14 +200,27 @@ def test_param_change_reruns_only_downstream_stages(baseline: tuple[Path, str]) 
 
 def test_readme_real_only_recipe_runs_without_synthetic_images(baseline: tuple[Path, str]) -> None:
     clone = _teammate_clone(baseline, "real-only")
+    merged_before = _output_hash(clone, "merge", "data/merged")
+    had_synthetic = json.loads((clone / "metrics" / "merge.json").read_text())["synthetic_share"] > 0
     recipe = ["train_gan.epochs=0", "generate.target=per_class", "generate.per_class=0", "merge.sources=[real,offline]"]
     real_only = _dvc(clone, "exp", "run", *[argument for setting in recipe for argument in ("-S", setting)])
-    # train and evaluate are skipped when the shrunk run's calibration had kept no image anyway.
-    assert _stages_run(real_only)[:4] == ["train-gan", "generate", "calibrate", "merge"]
-    assert set(_stages_run(real_only)) <= set(ALL_STAGES[ALL_STAGES.index("train-gan") :])
+    ran = _stages_run(real_only)
+    assert ran[:4] == ["train-gan", "generate", "calibrate", "merge"]
+    assert set(ran) <= set(ALL_STAGES[ALL_STAGES.index("train-gan") :])
+    # train and evaluate must run on a merged set that changed (dropping the baseline's synthetic rows changes it),
+    # and must not when merge wrote the same data again.
+    merged_changed = _output_hash(clone, "merge", "data/merged") != merged_before
+    assert merged_changed or not had_synthetic
+    assert ("train" in ran, "evaluate" in ran) == (merged_changed, merged_changed), ran
     generate = json.loads((clone / "metrics" / "diagnostics" / "generate.json").read_text())
     assert generate["generated_total"] == 0
     assert json.loads((clone / "metrics" / "merge.json").read_text()) == {"synthetic_share": 0.0}
+
+
+def _output_hash(repo: Path, stage: str, path: str) -> str:
+    """The hash dvc.lock records for one of `stage`'s outputs."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return next(out["md5"] for out in lock["stages"][stage]["outs"] if out["path"] == path)
 
 
 def _write_faces_zip(path: Path, per_class: int) -> None:

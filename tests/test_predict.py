@@ -27,6 +27,7 @@ from fersynth.training import MODEL_FILE, predict_proba, save_classifier
 from stages.cli import app
 
 from .conftest import REPO_ROOT, make_dataset
+from .helpers import TwoFacesWhereBright
 
 SIZE = 16
 
@@ -42,23 +43,6 @@ def model_dir(tmp_path: Path) -> Path:
     alignment = FaceAlignConfig(detector="mtcnn", margin=0.3, min_confidence=0.8)
     save_classifier(folder / MODEL_FILE, model, config, CANONICAL_CLASSES, (SIZE, SIZE, 1), alignment)
     return folder
-
-
-class TwoFacesWhereBright:
-    """Stands in for MTCNN: two faces in a photo whose top-left pixel is bright, none otherwise."""
-
-    def detect(self, images: np.ndarray, landmarks: bool) -> tuple[list, list, list]:
-        results: tuple[list, list, list] = ([], [], [])
-        for image in images:
-            if image[0, 0, 0] < 128:
-                found = (None, [None], None)
-            else:
-                boxes = np.array([[2, 2, 12, 12], [20, 20, 50, 50], [0, 0, 4, 4]], dtype=np.float32)
-                points = np.tile(np.array([[5.0, 5], [9, 5], [7, 7], [5, 10], [9, 10]]), (3, 1, 1))
-                found = (boxes, np.array([0.95, 0.9, 0.5]), points)  # the third is below min_confidence 0.8
-            for column, value in zip(results, found, strict=True):
-                column.append(value)
-        return results
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from fersynth.quality import (
 from fersynth.training import predict_proba
 
 from .conftest import make_dataset
-from .test_calibration import synthetic_rows
+from .helpers import synthetic_rows
 
 
 def brute_force_mmd2(x: np.ndarray, y: np.ndarray) -> float:
@@ -109,13 +109,34 @@ def test_memorisation_threshold_ignores_exact_duplicates() -> None:
     assert math.isnan(memorisation_threshold(np.ones((5, 3))))  # no two distinct faces
 
 
-def test_memorisation_threshold_measures_a_subsample_against_everything() -> None:
-    real = np.arange(100, dtype=np.float64)[:, None] ** 2  # neighbours 1, 3, 5, ... apart
-    subsampled = memorisation_threshold(real, quantile=0.0, max_rows=10, seed=0)
-    rows = np.random.default_rng(0).choice(100, 10, replace=False)
-    gaps = np.diff(real[:, 0])
-    nearest = [min(gaps[row - 1] if row else np.inf, gaps[row] if row < 99 else np.inf) for row in rows]
-    assert subsampled == pytest.approx(min(nearest))
+def test_memorisation_threshold_measures_a_seeded_subsample_against_everything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = np.arange(100, dtype=np.float64)[:, None] ** 2  # row i's nearest other row is 2i - 1 away (row 0's: 1)
+    measured: list[list[int]] = []  # per call, the rows whose nearest neighbour was looked up
+    real_nearest = quality._nearest
+
+    def recording_nearest(
+        queries: np.ndarray, reference: np.ndarray, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        assert len(reference) == len(real)  # every real image is a candidate neighbour, not only the subsample
+        measured.append(np.sqrt(queries[:, 0]).round().astype(int).tolist())
+        return real_nearest(queries, reference, exclude)
+
+    monkeypatch.setattr(quality, "_nearest", recording_nearest)
+    lowest = memorisation_threshold(real, quantile=0.0, max_rows=10, seed=0)
+    highest = memorisation_threshold(real, quantile=1.0, max_rows=10, seed=0)
+    rows = measured[0]
+    assert len(rows) == len(set(rows)) == 10  # max_rows rows, none twice
+    assert measured[1] == rows  # the seed fixes the draw
+    nearest = [max(2 * row - 1, 1) for row in rows]
+    assert (lowest, highest) == pytest.approx((min(nearest), max(nearest)))  # each measured against all rows
+    for seed in range(1, 6):
+        memorisation_threshold(real, quantile=0.0, max_rows=10, seed=seed)
+    assert len({tuple(sorted(draw)) for draw in measured[1:]}) == 6  # other seeds, other rows
+    assert max(max(draw) for draw in measured) >= 90  # drawn from the whole set, not from its first rows
+    memorisation_threshold(real, quantile=0.0, max_rows=1000, seed=0)
+    assert sorted(measured[-1]) == list(range(100))  # max_rows beyond the set: every row, once
 
 
 def test_memorised_share_counts_copies_and_not_far_images() -> None:

@@ -14,8 +14,7 @@ from fersynth.datasets.archive import SKIP_REASONS, FileTree
 from fersynth.datasets.fetch import fetch_dataset, fetch_metrics
 from fersynth.datasets.sources import load_source
 
-from .test_image_bounds import encoded
-from .test_sources import as_folder_or_zip, png, write_tree
+from .helpers import as_folder_or_zip, encoded, png, write_tree
 
 
 def jpeg(value: int) -> bytes:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,35 +18,9 @@ from fersynth.datasets.sources import load_source
 from fersynth.datasets.splits import carve_splits, stratified_quotas
 from fersynth.errors import DataError
 
+from .helpers import as_folder_or_zip, labels_by_id, png, write_tree, write_zip
+
 CLASSES = CANONICAL_CLASSES
-
-
-def png(seed: int, size: tuple[int, int] = (8, 8), mode: str = "L") -> bytes:
-    """A small lossless image whose pixels depend on `seed` (distinct seeds: distinct images)."""
-    rng = np.random.default_rng(seed)
-    shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def write_tree(root: Path, files: Mapping[str, bytes | str]) -> Path:
-    for name, content in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content.encode() if isinstance(content, str) else content)
-    return root
-
-
-def write_zip(path: Path, files: Mapping[str, bytes | str]) -> Path:
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, content in files.items():
-            archive.writestr(name, content)
-    return path
-
-
-def as_folder_or_zip(tmp_path: Path, files: Mapping[str, bytes | str], kind: str) -> Path:
-    return write_tree(tmp_path / "data", files) if kind == "folder" else write_zip(tmp_path / "data.zip", files)
 
 
 def fer2013_files() -> dict[str, bytes | str]:
@@ -66,10 +38,6 @@ def fer2013_files() -> dict[str, bytes | str]:
     files["FER2013/train/Contempt/Training_999.jpg"] = png(999)
     files["__MACOSX/FER2013/._junk.jpg"] = b"not an image"
     return files
-
-
-def labels_by_id(dataset: Dataset) -> dict[str, str]:
-    return {str(id_): dataset.classes[label] for id_, label in zip(dataset.ids, dataset.labels, strict=True)}
 
 
 # --- labels -----------------------------------------------------------------------------------------

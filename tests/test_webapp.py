@@ -31,7 +31,7 @@ from fersynth.training import MODEL_FILE, save_classifier
 from fersynth.webapp import MULTIPART_OVERHEAD, ServeSettings, build_app, read_bounded_body
 
 from .conftest import REPO_ROOT, run_stage, shared_file
-from .test_predict import TwoFacesWhereBright
+from .helpers import TwoFacesWhereBright
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
