@@ -36,7 +36,11 @@ R = TypeVar("R")
 error_console = Console(stderr=True)
 
 # Where external inputs live, by kind; the stages that read them list these folders as deps in dvc.yaml.
-TRACKED_INPUT_DIRS: Mapping[str, Path] = {"dataset": Path("data/raw"), "weights": Path("models/pretrained")}
+TRACKED_INPUT_DIRS: Mapping[str, Path] = {
+    "dataset": Path("data/raw"),
+    "weights": Path("models/pretrained"),
+    "pipeline": Path("models/diffusion"),
+}
 
 
 @dataclass(frozen=True)
