@@ -82,9 +82,12 @@ def test_declared_metrics_are_exactly_the_headline_files() -> None:
     """Headline figures are DVC metrics; diagnostics are plain outputs that `dvc exp show` leaves out."""
     headline_files = {f"metrics/{stage}.json" for stage in HEADLINE_KEYS}
     assert set(PIPELINE["metrics"]) == headline_files
+    # DVC lists metrics in the order it collects them: stage-level declarations first, in stage order, which put
+    # calibrate's quality figures before accuracy. Declared once at the top level, they follow that list.
+    assert PIPELINE["metrics"][0] == "metrics/evaluate.json"
     for name, stage in STAGES.items():
-        declared = {next(iter(entry)) for entry in stage.get("metrics", [])}
-        assert declared == ({f"metrics/{name}.json"} & headline_files), name
+        assert "metrics" not in stage, f"{name}: declare its metrics file in the top-level list (and as an out)"
         outs = {next(iter(entry)) if isinstance(entry, dict) else entry for entry in stage["outs"]}
+        assert ({f"metrics/{name}.json"} & headline_files) <= outs, name
         assert f"metrics/diagnostics/{name.replace('-', '_')}.json" in outs, name
         assert f"--diagnostics metrics/diagnostics/{name.replace('-', '_')}.json" in " ".join(stage["cmd"].split())
