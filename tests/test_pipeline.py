@@ -278,6 +278,8 @@ def test_the_classifier_is_a_dvc_artifact_that_classifies_faces_elsewhere(baseli
     """`dvc artifacts get` in a folder outside the repo yields the model; `fersynth predict` there reads only
     it (no params.yaml) and agrees with evaluate; the ONNX artifact agrees with both."""
     repo = baseline[0]
+    for artifact in ("classifier", "classifier-onnx"):  # a version registered as the model registry does (GTO tags)
+        _run(["git", "tag", "-a", f"{artifact}@v1.0.0", "-m", f"{artifact} v1.0.0"], repo)
     elsewhere = repo.parent / "elsewhere"
     elsewhere.mkdir()
     _dvc(elsewhere, "artifacts", "get", str(repo), "classifier")
