@@ -36,11 +36,7 @@ R = TypeVar("R")
 error_console = Console(stderr=True)
 
 # Where external inputs live, by kind; the stages that read them list these folders as deps in dvc.yaml.
-TRACKED_INPUT_DIRS: Mapping[str, Path] = {
-    "dataset": Path("data/raw"),
-    "weights": Path("models/pretrained"),
-    "pipeline": Path("models/diffusion"),
-}
+TRACKED_INPUT_DIRS: Mapping[str, Path] = {"dataset": Path("data/raw"), "weights": Path("models/pretrained")}
 
 
 @dataclass(frozen=True)

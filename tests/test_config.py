@@ -206,22 +206,3 @@ def test_a_long_bad_value_is_quoted_short_and_many_errors_are_counted() -> None:
     assert lines[1].startswith("  - common.classes: Value error, unknown class 'xxx") and "fetch.source" in lines[2]
     assert len(lines) == 1 + MAX_ERRORS_LISTED + 1 and lines[-1] == "  - ... and 81 more"
     assert max(map(len, lines)) < 600  # a key, the message and the value, each clipped
-
-
-def test_a_local_diffusion_pipeline_must_live_under_models_diffusion(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A local pipeline is an external input (DVC must see it change); a hub id names no local path."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "weights" / "sd").mkdir(parents=True)
-    (tmp_path / "models" / "diffusion" / "sd").mkdir(parents=True)
-    text2img = {"backend": "sd_text2img"}
-    outside = load_params({"generate": {**text2img, "diffusion": {"model": "weights/sd"}}})
-    with pytest.raises(ParamsError, match=r"generate\.diffusion\.model: weights/sd is outside models/diffusion/"):
-        check_tracked_inputs(outside, repo_root=tmp_path)
-    inside = load_params({"generate": {**text2img, "diffusion": {"model": "models/diffusion/sd"}}})
-    check_tracked_inputs(inside, repo_root=tmp_path)
-    hub = load_params({"generate": {**text2img, "diffusion": {"model": "org/model", "revision": "abc"}}})
-    assert hub.external_inputs() == []
-    gan_only = load_params({"generate": {"backend": "gan", "diffusion": {"model": "weights/sd"}}})
-    assert gan_only.external_inputs() == []  # the GAN backend never reads the pipeline

@@ -536,10 +536,6 @@ class Params(Section):
             ExternalInput(f"calibrate.teacher_checkpoints[{index}]", path, "weights")
             for index, path in enumerate(self.calibrate.teacher_checkpoints)
         ]
-        model = self.generate.diffusion.model
-        # Only a local pipeline is a file DVC must see: a hub id (pinned by its revision) names no path here.
-        if any(name.startswith("sd_") for name in self.generate.backend_shares()) and Path(model).exists():
-            inputs.append(ExternalInput("generate.diffusion.model", model, "pipeline"))
         return [given for given in inputs if given.path]
 
 
@@ -547,7 +543,7 @@ class Params(Section):
 class ExternalInput:
     key: str  # dotted params key, for error messages
     path: str
-    kind: Literal["dataset", "weights", "pipeline"]
+    kind: Literal["dataset", "weights"]
 
 
 def read_yaml_file(path: Path, what: str) -> Any:
