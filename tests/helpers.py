@@ -15,11 +15,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from PIL import Image
 
+from fersynth.config import CANONICAL_CLASSES, ClassifierConfig, FaceAlignConfig
 from fersynth.datasets.format import Dataset, write_dataset
 from fersynth.datasets.papers import KDEF_ANGLES, KDEF_CODES
+from fersynth.models import build_classifier
+from fersynth.training import save_classifier
 
 from .conftest import make_dataset, run_stage
 
@@ -164,3 +168,15 @@ class TwoFacesWhereBright:
             for column, value in zip(results, found, strict=True):
                 column.append(value)
         return results
+
+
+def save_tiny_face_classifier(path: Path, size: int = 16) -> Path:
+    """An untrained VGG for size×size grey faces, saved with a face alignment (margin 0.3, confidence 0.8)
+    as train saves one: what predict and serve read. Labels mean nothing; structure is what tests check."""
+    config = ClassifierConfig(arch="vgg", width=4)
+    torch.manual_seed(0)
+    model = build_classifier(config, len(CANONICAL_CLASSES), 1, size)
+    alignment = FaceAlignConfig(detector="mtcnn", margin=0.3, min_confidence=0.8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_classifier(path, model, config, CANONICAL_CLASSES, (size, size, 1), alignment)
+    return path

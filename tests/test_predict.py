@@ -13,21 +13,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 import fersynth
 from fersynth import faces
-from fersynth.config import CANONICAL_CLASSES, ClassifierConfig, FaceAlignConfig
+from fersynth.config import CANONICAL_CLASSES
 from fersynth.errors import DataError
-from fersynth.models import build_classifier
 from fersynth.prediction import TorchFaceClassifier, predict
-from fersynth.training import MODEL_FILE, predict_proba, save_classifier
+from fersynth.training import MODEL_FILE, predict_proba
 from stages.cli import app
 
 from .conftest import REPO_ROOT, make_dataset
-from .helpers import TwoFacesWhereBright
+from .helpers import TwoFacesWhereBright, save_tiny_face_classifier
 
 SIZE = 16
 
@@ -35,14 +33,7 @@ SIZE = 16
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     """An (untrained) VGG for 16×16 grey faces that records its face alignment."""
-    config = ClassifierConfig(arch="vgg", width=4)
-    torch.manual_seed(0)
-    model = build_classifier(config, len(CANONICAL_CLASSES), 1, SIZE)
-    folder = tmp_path / "model"
-    folder.mkdir()
-    alignment = FaceAlignConfig(detector="mtcnn", margin=0.3, min_confidence=0.8)
-    save_classifier(folder / MODEL_FILE, model, config, CANONICAL_CLASSES, (SIZE, SIZE, 1), alignment)
-    return folder
+    return save_tiny_face_classifier(tmp_path / "model" / MODEL_FILE, SIZE).parent
 
 
 @pytest.fixture

@@ -18,20 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-import torch
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from fersynth.config import CANONICAL_CLASSES, ClassifierConfig, FaceAlignConfig
-from fersynth.models import build_classifier
+from fersynth.config import CANONICAL_CLASSES
 from fersynth.prediction import FaceClassifier, load_face_classifier
-from fersynth.training import MODEL_FILE, save_classifier
+from fersynth.training import MODEL_FILE
 from fersynth.webapp import MULTIPART_OVERHEAD, ServeSettings, build_app, read_bounded_body
 
 from .conftest import REPO_ROOT, run_stage, shared_file
-from .helpers import TwoFacesWhereBright
+from .helpers import TwoFacesWhereBright, save_tiny_face_classifier
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -46,13 +44,7 @@ BROWSER_WAIT_S = 60
 @pytest.fixture
 def model_path(tmp_path: Path) -> Path:
     """An untrained VGG for 16×16 grey faces: labels mean nothing, the page's structure is what is tested."""
-    config = ClassifierConfig(arch="vgg", width=4)
-    torch.manual_seed(0)
-    model = build_classifier(config, len(CANONICAL_CLASSES), 1, SIZE)
-    alignment = FaceAlignConfig(detector="mtcnn", margin=0.3, min_confidence=0.8)
-    path = tmp_path / MODEL_FILE
-    save_classifier(path, model, config, CANONICAL_CLASSES, (SIZE, SIZE, 1), alignment)
-    return path
+    return save_tiny_face_classifier(tmp_path / MODEL_FILE, SIZE)
 
 
 @pytest.fixture
