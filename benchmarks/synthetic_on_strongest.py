@@ -1,17 +1,20 @@
 """Does calibrated synthesis lift the strongest recipe, at equal training minutes? (FER2013, issue 19's protocol)
 
 In a scratch clone of HEAD with FER2013 and the 155 dev photos imported under data/raw, seed by seed:
-1. `fersynth compare fer2013-30min --seeds 1 --first-seed S -j 1`: the real-only recipe at seed S;
+1. the real-only recipe at seed S, with the settings `fersynth compare fer2013-30min --seeds 1 --first-seed S`
+   would queue, applied to params.yaml and run by `dvc repro` in the clone's workspace;
 2. after seed 0, its classifier becomes the teacher (models/pretrained/fer2013-30min.pt, `dvc add`, committed);
-3. `fersynth compare fer2013-30min-gan --seeds 1 --first-seed S -j 1`: the same recipe and minutes with
-   calibrated GAN faces (the GAN is trained in seed 0's run; DVC's run cache serves it to the others);
+3. the same for fer2013-30min-gan: the same recipe and cost with calibrated GAN faces (the GAN is trained in
+   seed 0's run; DVC's run cache serves it to the others);
 4. both variants in one table (PrivateTest, the dev photos, and the val figures that chose each checkpoint)
    with each gain against twice the larger std: report/strongest.md in the scratch clone, and printed.
 
 The clone runs its own code: a venv in the clone shares this interpreter's installed packages but imports
 fersynth from the clone, so edits to this checkout during the hours the protocol runs cannot leak into it.
 The two variants alternate seed by seed, so each pair of runs shares the machine's state of the moment, and a
-stopped protocol resumes: rerun the same command and the runs whose report/<variant>-s<S>.jsonl exists are kept.
+stopped protocol resumes: rerun the same command and the runs whose report/<variant>-s<S>.jsonl exists are kept,
+while a run killed mid-training continues after its last finished epoch (train's persist checkpoint stays in the
+workspace; `dvc exp run` would reset it).
 Run it on an otherwise idle machine: a budget in minutes is only fair when the cores are not shared.
 `--budget-minutes`, `--images-budget` and `--gan-epochs` rewrite the two presets in the scratch clone (a preset's
 own keys win over `-S`). `--images-budget N` replaces the 30 minutes by N training images, an equal cost that
@@ -33,7 +36,14 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-from fersynth.tools.comparison import gain_verdicts, markdown_table, run_figures, summarise, table_keys
+from fersynth.tools.comparison import (
+    RESULT_FILES,
+    gain_verdicts,
+    markdown_table,
+    run_figures,
+    summarise,
+    table_keys,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -65,8 +75,6 @@ def main() -> int:
     isolate(work)
     for seed in range(args.seeds):
         compare(work, REAL, seed)
-        if not (work / TEACHER).exists():
-            adopt_teacher(work)
         compare(work, SYNTHETIC, seed)
     table = combined_table(work)
     (work / "report" / "strongest.md").write_text(table + "\n")
@@ -123,22 +131,56 @@ def rewrite(preset: Path, key: str, line: str) -> None:
 
 
 def compare(work: Path, variant: str, seed: int) -> None:
-    """One run of a variant, unless an earlier (stopped) protocol run has its report."""
-    if (work / "report" / f"{variant}-s{seed}.jsonl").exists():
+    """One run of a variant in the clone's workspace, unless an earlier protocol run has its report.
+
+    The run is `dvc repro` of params.yaml with the run's settings applied, not a DVC experiment: `dvc exp run`
+    (queued or not) force-checks out every output from dvc.lock before it reproduces, which resets train's
+    persist checkpoint, so a killed experiment starts training again from zero. `dvc repro` keeps it: rerunning
+    the protocol continues a killed run after its last finished epoch.
+    """
+    report = work / "report" / f"{variant}-s{seed}.jsonl"
+    if report.exists():
         return
-    command = ["fersynth", "compare", variant, "--seeds", "1", "--first-seed", str(seed), "-j", "1"]
-    run([*command, "--out", f"report/{variant}-s{seed}.md"], work)
+    name, settings = planned_run(work, variant, seed)
+    run(["git", "checkout", "--", "params.yaml"], work)  # a killed run left its settings here
+    python = work / ".venv" / "bin" / "python"
+    run([str(python), "-c", APPLY, *settings], work)
+    run(["dvc", "repro"], work)
+    files = {path: json.loads((work / path).read_text()) for path in RESULT_FILES}
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({"run": name, "variant": variant, "overrides": settings, **files}) + "\n")
+    if variant == REAL and not (work / TEACHER).exists():
+        adopt_teacher(work)
+    run(["git", "checkout", "--", "params.yaml"], work)
+
+
+def planned_run(work: Path, variant: str, seed: int) -> tuple[str, list[str]]:
+    """The run's name and `-S` settings, as the clone's own `fersynth compare` would queue them."""
+    python = work / ".venv" / "bin" / "python"
+    shown = subprocess.run([python, "-c", PLAN, variant, str(seed)], cwd=work, check=True, capture_output=True)
+    planned: dict[str, Any] = json.loads(shown.stdout)
+    return planned["name"], planned["settings"]
+
+
+PLAN = """
+import json, sys
+from pathlib import Path
+from fersynth.tools.comparison import SEED_KEYS, plan_runs, preset_variants, select_variants
+from stages._common import read_raw_params
+variants = select_variants([sys.argv[1]], preset_variants(Path("presets"), read_raw_params(Path("params.yaml"))))
+(planned,) = plan_runs(variants, [int(sys.argv[2])], SEED_KEYS["classifier"])
+print(json.dumps({"name": planned.name, "settings": planned.settings([])}))
+"""
+APPLY = "import sys; from dvc.utils.hydra import apply_overrides; apply_overrides('params.yaml', sys.argv[1:])"
 
 
 def adopt_teacher(work: Path) -> None:
-    """Seed 0's classifier of the real-only runs, as the teacher of the synthetic ones (a DVC-tracked file)."""
-    run(["dvc", "exp", "apply", f"{REAL}-s0"], work)
-    keep = work.parent / f".{work.name}-teacher.pt"
-    shutil.copyfile(work / "models" / "classifier" / "model.pt", keep)
-    run(["git", "checkout", "--", "."], work)  # exp apply rewrote params.yaml, dvc.lock and metrics/
-    shutil.move(keep, work / TEACHER)
+    """The first real-only run's classifier, as the teacher of the synthetic runs (a DVC-tracked file)."""
+    (work / TEACHER).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work / "models" / "classifier" / "model.pt", work / TEACHER)
     run(["dvc", "add", "-q", TEACHER], work)
-    commit(work, f"teacher: {REAL} seed 0's classifier")
+    run(["git", "add", "models/pretrained"], work)
+    commit_staged(work, f"teacher: {REAL} seed 0's classifier")
 
 
 def combined_table(work: Path) -> str:
@@ -157,6 +199,10 @@ def combined_table(work: Path) -> str:
 
 def commit(work: Path, message: str) -> None:
     run(["git", "add", "-A"], work)
+    commit_staged(work, message)
+
+
+def commit_staged(work: Path, message: str) -> None:
     named = subprocess.run(["git", "config", "user.name"], cwd=work, capture_output=True, text=True).stdout.strip()
     identity = [] if named else ["-c", "user.name=fersynth", "-c", "user.email=fersynth@localhost"]
     run(["git", *identity, "commit", "-qm", message], work)
