@@ -6,6 +6,7 @@ import functools
 import inspect
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +37,11 @@ R = TypeVar("R")
 error_console = Console(stderr=True)
 
 # Where external inputs live, by kind; the stages that read them list these folders as deps in dvc.yaml.
-TRACKED_INPUT_DIRS: Mapping[str, Path] = {"dataset": Path("data/raw"), "weights": Path("models/pretrained")}
+TRACKED_INPUT_DIRS: Mapping[str, Path] = {
+    "dataset": Path("data/raw"),
+    "weights": Path("models/pretrained"),
+    "pipeline": Path("models/diffusion"),
+}
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ def read_raw_params(path: Path) -> dict[str, Any]:
 def check_tracked_inputs(params: Params, repo_root: Path) -> None:
     """Refuse an external input outside the folder its stages depend on in dvc.yaml.
 
-    DVC hashes a stage's deps to decide what to rerun; a dataset or weights file elsewhere would
+    DVC hashes a stage's deps to decide what to rerun; a dataset, weights file or pipeline elsewhere would
     change without any stage noticing (and would never reach the DVC remote).
     """
     for given in params.external_inputs():
@@ -114,6 +119,18 @@ def execution_settings() -> ExecutionSettings:
     DVC runs every stage from the repository root, so the working directory is where the file lives.
     """
     return read_execution_settings(Path.cwd(), os.environ)
+
+
+def launch_processes(settings: ExecutionSettings) -> None:
+    """Run this stage as `settings.processes` torchrun ranks when more than one is asked for and torchrun did not
+    start this process: the ranks run the same command line, and this process exits with torchrun's status.
+
+    Otherwise it returns, and the caller is the only process or one rank. Any stage that trains may call it first.
+    """
+    from fersynth.distributed import needs_torchrun, relaunch_under_torchrun  # torch: only stages that train
+
+    if needs_torchrun(settings.processes, os.environ):
+        raise typer.Exit(relaunch_under_torchrun(settings.processes, sys.argv[1:]))
 
 
 def write_stage_metrics(

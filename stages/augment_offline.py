@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fersynth.augment import augment_metrics, augment_offline
+from fersynth.augment import augment_offline
 from fersynth.datasets.format import read_dataset, write_dataset
 from stages._common import (
     FOLDER_OUTPUT,
@@ -37,8 +37,9 @@ def command(
     dataset = read_dataset(input_dir, params.common.classes)
     config = params.augment_offline
     workers = execution_settings().workers
-    augmented = augment_offline(dataset, config, params.common.seed, workers=workers)
-    write_dataset(augmented, out, preview_title=f"offline variants ({config.variants_per_image} per training image)")
+    variants = augment_offline(dataset, config, params.common.seed, workers=workers)
+    write_dataset(
+        variants.dataset, out, preview_title=f"offline variants ({config.variants_per_image} per training image)"
+    )
     # workers is informational: an execution setting, the results are identical for any count
-    measured = augment_metrics(dataset, augmented, config) | {"workers": workers}
-    write_stage_metrics("augment-offline", measured, diagnostics)
+    write_stage_metrics("augment-offline", variants.metrics() | {"workers": workers}, diagnostics)

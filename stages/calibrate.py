@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from fersynth.calibration import acceptance_table, calibrate_directories
-from fersynth.datasets.format import write_dataset
+from fersynth.calibration import acceptance_table, calibrate
+from fersynth.datasets.format import read_dataset, write_dataset
 from fersynth.io import atomic_write_bytes
 from fersynth.preview import placeholder_png
 from stages._common import (
@@ -56,12 +56,14 @@ def command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
-    result = calibrate_directories(
-        input_dir, real, teachers, params.calibrate, params.common.classes, params.common.seed
-    )
-    error_console.print(acceptance_table(result.metrics, params.common.classes))
+    classes = params.common.classes
+    synthetic, real_set = read_dataset(input_dir, classes), read_dataset(real, classes)
+    # The teacher cache is a declared DVC output: it must exist even when nothing was generated to score.
+    teachers.mkdir(parents=True, exist_ok=True)
+    result = calibrate(synthetic, real_set, params.calibrate, params.common.seed, teachers, str(input_dir), str(real))
+    error_console.print(acceptance_table(result.metrics(), classes))
     write_dataset(result.dataset, out, preview_title=f"calibrated ({params.calibrate.policy})")
-    write_stage_metrics("calibrate", result.metrics, diagnostics, metrics, record_environment=True)
+    write_stage_metrics("calibrate", result.metrics(), diagnostics, metrics, record_environment=True)
     atomic_write_bytes(histogram, result.histogram_png)
     # A placeholder keeps the declared DVC out present when there is nothing to show.
     no_pairs = "no judge configured (calibrate.judge)" if params.calibrate.judge is None else "no synthetic images"

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from fersynth.evaluation import evaluate_classifier, write_confusion
+from fersynth.datasets.format import read_dataset
+from fersynth.evaluation import evaluate_classifier, load_compatible_classifier, read_extra_test_sets, write_confusion
 from fersynth.gradcam import write_gradcam_grid
 from stages._common import (
     FILE_OUTPUT,
@@ -40,17 +41,15 @@ def command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
-    evaluation = evaluate_classifier(
-        model,
-        input_dir,
-        params.common.classes,
-        params.common.image_size,
-        params.common.channels,
-        params.evaluate,
-        params.face_align,
-        params.fetch,  # its read rules (file size, compression, pixel budget, min side, alpha) bound extra sets too
+    common = params.common
+    classifier = load_compatible_classifier(model, common.classes, common.image_size, common.channels)
+    real = read_dataset(input_dir, common.classes)
+    # fetch's read rules (file size, compression, pixel budget, min side, alpha) bound the extra sets too
+    extra_sets = read_extra_test_sets(
+        params.evaluate, common.classes, params.face_align, common.image_size, common.channels, params.fetch
     )
+    evaluation = evaluate_classifier(classifier, real, extra_sets, params.evaluate, str(input_dir))
     write_confusion(evaluation, confusion)
     test = evaluation.test
-    write_gradcam_grid(evaluation.classifier.model, test.images, test.labels, test.classes, gradcam)
-    write_stage_metrics("evaluate", evaluation.metrics, diagnostics, metrics, record_environment=True)
+    write_gradcam_grid(classifier.model, test.images, test.labels, test.classes, gradcam)
+    write_stage_metrics("evaluate", evaluation.metrics(), diagnostics, metrics, record_environment=True)

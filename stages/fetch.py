@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fersynth.datasets.fetch import class_count_table, fetch_dataset, fetch_metrics
+from fersynth.datasets.fetch import class_count_table, fetch_dataset
 from fersynth.datasets.format import write_dataset
 from fersynth.io import atomic_write_bytes
 from stages._common import (
@@ -41,5 +41,5 @@ def command(
     result = fetch_dataset(params.fetch, params.common.classes, params.common.seed)
     error_console.print(class_count_table(result.dataset))
     write_dataset(result.dataset, out, preview_title=f"fetch: {params.fetch.source}")
-    write_stage_metrics("fetch", fetch_metrics(result), diagnostics)
+    write_stage_metrics("fetch", result.metrics(), diagnostics)
     atomic_write_bytes(near_duplicates, result.near_duplicates.sheet_png)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fersynth.datasets.format import read_dataset, write_dataset
-from fersynth.generation import BackendInputs, build_backends, generate_dataset, plan_counts, split_plan, write_grids
+from fersynth.generation import synthesize, write_grids
 from stages._common import (
     FOLDER_OUTPUT,
     DiagnosticsOption,
@@ -40,18 +40,7 @@ def command(
 ) -> None:
     params = read_params(params_path)
     real = read_dataset(reference, params.common.classes)
-    inputs = BackendInputs(
-        config=params.generate,
-        align=params.face_align,
-        generator_dir=generator,
-        editor_dir=editor,
-        real=real,
-        channels=real.images.shape[3],  # generated faces join these images, so they take their shape
-        image_size=real.images.shape[1],
-    )
-    backends = build_backends(inputs)
-    plans = split_plan(plan_counts(real.class_counts(split="train"), params.generate), params.generate.backend_shares())
-    generated = generate_dataset(backends, plans, params.common.seed, params.generate.batch_size)
+    generated = synthesize(real, params.generate, params.face_align, generator, editor, params.common.seed)
     write_dataset(
         generated.dataset, out, preview_title=f"generated ({params.generate.backend}, {params.generate.target})"
     )

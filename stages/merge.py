@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from fersynth.datasets.format import write_dataset
+from fersynth.datasets.format import read_dataset, write_dataset
 from fersynth.io import write_json
-from fersynth.merging import merge_directories
+from fersynth.merging import OFFLINE, REAL, SYNTHETIC, merge_training_set
 from stages._common import (
     FILE_OUTPUT,
     FOLDER_OUTPUT,
@@ -40,7 +40,10 @@ def command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     params = read_params(params_path)
-    result = merge_directories(real, offline, synthetic, params.merge, params.common.classes, params.common.seed)
+    directories = {REAL: real, OFFLINE: offline, SYNTHETIC: synthetic}
+    sets = {name: read_dataset(directory, params.common.classes) for name, directory in directories.items()}
+    names = {name: str(directory) for name, directory in directories.items()}
+    result = merge_training_set(sets[REAL], sets[OFFLINE], sets[SYNTHETIC], params.merge, params.common.seed, names)
     write_dataset(result.dataset, out, preview_title=f"merged training set ({params.merge.policy})")
     write_stage_metrics("merge", result.metrics(), diagnostics, metrics)
     write_json(counts_plot, result.counts_plot_rows())

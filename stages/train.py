@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fersynth.distributed import needs_torchrun, relaunch_under_torchrun, training_process
+from fersynth.datasets.format import read_dataset
+from fersynth.distributed import on_main_process, training_process
 from fersynth.io import atomic_directory
-from fersynth.training import MODEL_FILE, save_classifier, train_from_directories
+from fersynth.live import open_live
+from fersynth.training import MODEL_FILE, train_classifier
 from stages._common import (
     FOLDER_OUTPUT,
     WORKING_FILE_OUTPUT,
@@ -20,6 +21,7 @@ from stages._common import (
     MetricsOption,
     ParamsOption,
     execution_settings,
+    launch_processes,
     read_params,
     stage_command,
     write_stage_metrics,
@@ -53,17 +55,23 @@ def command(
 ) -> None:
     params = read_params(params_path)
     settings = execution_settings()
-    if needs_torchrun(settings.processes, os.environ):
-        raise typer.Exit(relaunch_under_torchrun(settings.processes, sys.argv[1:]))
-    seed = params.train.seed_or(params.common.seed)
-    with training_process(settings.device, os.environ) as placement:
-        run = train_from_directories(
-            train, val, params.common.classes, params.train, seed, live, placement.device, resume
+    launch_processes(settings)
+    classes, seed = params.common.classes, params.train.seed_or(params.common.seed)
+    train_set, real = read_dataset(train, classes), read_dataset(val, classes)
+    # dvclive is emptied first: a resumed run logs its restored epochs again. In a process group, rank 0 logs.
+    with training_process(settings.device, os.environ) as placement, on_main_process(lambda: open_live(live)) as curves:
+        run = train_classifier(
+            train_set,
+            real,
+            params.train,
+            seed,
+            live=curves,
+            device=placement.device,
+            resume=resume,
+            names=(str(train), str(val)),
         )
     if not placement.main:
         return
     with atomic_directory(out) as staging:
-        save_classifier(
-            staging / MODEL_FILE, run.fit.model, params.train, run.classes, run.image_shape, params.face_align
-        )
+        run.save(staging / MODEL_FILE, params.face_align)
     write_stage_metrics("train", run.metrics(), diagnostics, metrics, record_environment=True)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from fersynth.datasets.format import read_dataset
-from fersynth.distributed import needs_torchrun, on_main_process, relaunch_under_torchrun, training_process
+from fersynth.distributed import on_main_process, training_process
 from fersynth.gan.generator import GENERATOR_FILE
 from fersynth.gan.training import train_gan
 from fersynth.io import atomic_directory, atomic_write_bytes
@@ -22,6 +21,7 @@ from stages._common import (
     DiagnosticsOption,
     ParamsOption,
     execution_settings,
+    launch_processes,
     read_params,
     stage_command,
     write_stage_metrics,
@@ -51,8 +51,7 @@ def command(
 ) -> None:
     params = read_params(params_path)
     settings = execution_settings()
-    if needs_torchrun(settings.processes, os.environ):
-        raise typer.Exit(relaunch_under_torchrun(settings.processes, sys.argv[1:]))
+    launch_processes(settings)
     config, classes, seed = params.train_gan, params.common.classes, params.common.seed
     real = read_dataset(input_dir, classes)
     variants = read_dataset(offline, classes) if config.use_offline else None

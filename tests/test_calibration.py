@@ -394,24 +394,24 @@ def test_calibrate_outputs_and_metrics(tmp_path: Path) -> None:
     kept = result.dataset
     assert 0 < agreed.sum() < 14
     assert kept.ids.tolist() == synthetic.ids[agreed].tolist()
-    assert result.metrics["accepted_total"] == len(kept) == agreed.sum()
+    assert result.metrics()["accepted_total"] == len(kept) == agreed.sum()
     assert set(kept.sources) == {"gan"} and (kept.labels == kept.intended).all()
     assert not np.isnan(kept.confidence).any()
-    assert result.metrics["generated_total"] == 14 and result.metrics["generated_angry"] == 2
+    assert result.metrics()["generated_total"] == 14 and result.metrics()["generated_angry"] == 2
     # The ensemble's figure: macro-F1 of the argmax of the teachers' mean softmax on real val (seed 0 gives
     # three whose mean scores unlike any one of them).
     val_predicted = np.mean([predict_proba(model, val.images) for model in teachers.models], axis=0).argmax(axis=1)
     expected_f1 = f1_score(val.labels, val_predicted, average="macro", zero_division=0)
     assert expected_f1 not in teachers.val_macro_f1
-    assert result.metrics["teacher_val_macro_f1"] == pytest.approx(expected_f1)
+    assert result.metrics()["teacher_val_macro_f1"] == pytest.approx(expected_f1)
     # Between the first teacher's features of real train and of the synthetic images. 64 features of 14 images:
     # most eigenvalues fersynth takes the root of are 0 but for rounding, and their roots add about 1e-5 of it.
     real_features, synthetic_features = (extract_features(teachers.models[0], s.images) for s in (train, synthetic))
     expected_fd = frechet_by_nuclear_norm(real_features, synthetic_features)
-    assert expected_fd > 0.0 and result.metrics["frechet_distance"] == pytest.approx(expected_fd, rel=1e-4)
+    assert expected_fd > 0.0 and result.metrics()["frechet_distance"] == pytest.approx(expected_fd, rel=1e-4)
     assert result.histogram_png.startswith(b"\x89PNG")
-    assert result.metrics["threshold_angry"] == 0.0
-    recall = {key: value for key, value in result.metrics.items() if key.startswith("teacher_val_recall_")}
+    assert result.metrics()["threshold_angry"] == 0.0
+    recall = {key: value for key, value in result.metrics().items() if key.startswith("teacher_val_recall_")}
     assert recall == teacher_val_recall(teachers.val) and len(recall) == 7
 
 
@@ -420,7 +420,7 @@ def test_calibrate_with_quota_keeps_the_quota_of_every_class(tmp_path: Path) -> 
     config = CalibrateConfig(selection="quota", quota_per_class=1, teacher=TINY_TEACHER)
     result = calibrate(synthetic, real, config, 0, tmp_path)
     assert np.bincount(result.dataset.labels, minlength=7).tolist() == [1] * 7
-    assert result.metrics["accepted_total"] == 7 and result.metrics["classes_with_nothing_kept"] == 0
+    assert result.metrics()["accepted_total"] == 7 and result.metrics()["classes_with_nothing_kept"] == 0
 
 
 def test_calibrate_with_precision_uses_the_teachers_val_scores(tmp_path: Path) -> None:
@@ -429,7 +429,7 @@ def test_calibrate_with_precision_uses_the_teachers_val_scores(tmp_path: Path) -
     result = calibrate(synthetic, real, config, 0, tmp_path)
     teachers = load_or_train_teachers(real.split("train"), real.split("val"), config, 0, tmp_path)  # cache hit
     expected = precision_thresholds(teachers.val, 0.5, fallback=0.5, floor=0.1)
-    assert [result.metrics[f"threshold_{name}"] for name in real.classes] == expected.tolist()
+    assert [result.metrics()[f"threshold_{name}"] for name in real.classes] == expected.tolist()
     kept = result.dataset
     assert (kept.confidence >= expected[kept.labels]).all()
 
@@ -438,10 +438,10 @@ def test_empty_synthetic_input_gives_empty_output(tmp_path: Path) -> None:
     real = make_dataset(per_class=6, size=8)
     result = calibrate(synthetic_rows(0), real, CalibrateConfig(teacher=TINY_TEACHER), 0, tmp_path)
     assert len(result.dataset) == 0
-    assert result.metrics["generated_total"] == result.metrics["accepted_total"] == 0
-    assert result.metrics["classes_with_nothing_kept"] == 0
-    assert math.isnan(result.metrics["frechet_distance"])
-    assert math.isnan(result.metrics["threshold_sad"]) and math.isnan(result.metrics["teacher_val_recall_sad"])
+    assert result.metrics()["generated_total"] == result.metrics()["accepted_total"] == 0
+    assert result.metrics()["classes_with_nothing_kept"] == 0
+    assert math.isnan(result.metrics()["frechet_distance"])
+    assert math.isnan(result.metrics()["threshold_sad"]) and math.isnan(result.metrics()["teacher_val_recall_sad"])
     assert result.closest_pairs_png is None
     assert not any(tmp_path.iterdir())  # no teacher trained for nothing to score
 
@@ -479,15 +479,15 @@ def test_judge_is_trained_once_with_a_seed_no_teacher_uses(monkeypatch: pytest.M
     trained = count_training(monkeypatch)
     real, synthetic = make_dataset(per_class=6, size=8), synthetic_rows(14)
     config = CalibrateConfig(threshold=0.0, ensemble_size=2, teacher=TINY_TEACHER, judge=TINY_TEACHER)
-    first = calibrate(synthetic, real, config, 3, tmp_path).metrics
+    first = calibrate(synthetic, real, config, 3, tmp_path).metrics()
     assert trained == [3, 4, 5]  # teachers 3 and 4, the judge 5
     assert len(list(tmp_path.glob("judge-*/teacher.pt"))) == 1
-    again = calibrate(synthetic, real, config.model_copy(update={"threshold": 0.9}), 3, tmp_path).metrics
+    again = calibrate(synthetic, real, config.model_copy(update={"threshold": 0.9}), 3, tmp_path).metrics()
     assert trained == [3, 4, 5]  # cached
     assert again["judge_expression_accuracy"] == first["judge_expression_accuracy"]
     assert (
         "judge_expression_accuracy"
-        not in calibrate(synthetic, real, config.model_copy(update={"judge": None}), 3, tmp_path).metrics
+        not in calibrate(synthetic, real, config.model_copy(update={"judge": None}), 3, tmp_path).metrics()
     )
 
 
@@ -495,7 +495,7 @@ def test_judge_grades_every_source_in_its_features(tmp_path: Path) -> None:
     real, synthetic = make_dataset(per_class=6, size=8), synthetic_rows(14)
     config = CalibrateConfig(threshold=0.0, teacher=TINY_TEACHER, judge=TINY_TEACHER)
     result = calibrate(synthetic, real, config, 0, tmp_path)
-    metrics = result.metrics
+    metrics = result.metrics()
     assert metrics["quality_gan_images"] == 14 and metrics["quality_real_images"] == len(real.split("val"))
     assert metrics["quality_gan_images_angry"] == 2 and not math.isnan(metrics["quality_gan_kid_angry"])
     assert {"quality_gan_fd", "quality_real_memorised_share", "quality_memorisation_threshold"} <= set(metrics)
@@ -504,4 +504,4 @@ def test_judge_grades_every_source_in_its_features(tmp_path: Path) -> None:
     assert result.closest_pairs_png is not None and result.closest_pairs_png.startswith(b"\x89PNG")
     without_judge = calibrate(synthetic, real, config.model_copy(update={"judge": None}), 0, tmp_path)
     assert without_judge.closest_pairs_png is None
-    assert not any(key.startswith("quality_") for key in without_judge.metrics)
+    assert not any(key.startswith("quality_") for key in without_judge.metrics())

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fersynth.config import FetchConfig
-from fersynth.datasets.fetch import fetch_dataset, fetch_metrics
+from fersynth.datasets.fetch import fetch_dataset
 from fersynth.datasets.format import Dataset
 from fersynth.datasets.near_duplicates import (
     drop_train_near_duplicates,
@@ -149,7 +149,7 @@ def test_fetch_drops_only_when_asked_and_counts_it(tmp_path: Path) -> None:
         result = fetch_dataset(config, CLASSES, seed=0)
         kept = result.dataset.ids[result.dataset.splits == "train"]
         assert {name.rsplit("/", 1)[-1] for name in kept} == train_ids  # imagefolder ids are relative paths
-        metrics = fetch_metrics(result)
+        metrics = result.metrics()
         assert metrics["dropped_train_near_duplicates"] == (4 if drop else 0)
         assert metrics["total_train"] == len(train_ids)
         assert metrics["near_duplicate_train_images"] == 4  # the audit describes the data as loaded

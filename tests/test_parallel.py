@@ -108,18 +108,18 @@ def test_augment_offline_is_identical_for_any_worker_count_and_chunk_size(
     dataset = make_dataset(per_class=17, size=24)  # 40 training images
     config = AugmentOfflineConfig(variants_per_image=2)
     assert_same_for_any_worker_count(
-        lambda workers: augment_offline(dataset, config, seed=5, workers=workers).images.tobytes()
+        lambda workers: augment_offline(dataset, config, seed=5, workers=workers).dataset.images.tobytes()
     )
 
 
 def test_an_images_variants_depend_on_the_seed_and_its_place_alone() -> None:
     dataset = make_dataset(per_class=3, size=24)
     config = AugmentOfflineConfig(variants_per_image=2)
-    whole = augment_offline(dataset, config, seed=5)
+    whole = augment_offline(dataset, config, seed=5).dataset
     train = dataset.split("train")
     first_half = train.subset(np.arange(len(train) // 2))
     np.testing.assert_array_equal(
-        augment_offline(first_half, config, seed=5).images, whole.images[: 2 * len(first_half)]
+        augment_offline(first_half, config, seed=5).dataset.images, whole.images[: 2 * len(first_half)]
     )
 
 

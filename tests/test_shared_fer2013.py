@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fersynth.config import CANONICAL_CLASSES, FetchConfig
-from fersynth.datasets.fetch import fetch_dataset, fetch_metrics, split_class_counts
+from fersynth.datasets.fetch import fetch_dataset, split_class_counts
 from fersynth.datasets.sources import load_source
 
 from .conftest import shared_file
@@ -27,7 +27,7 @@ def test_fer2013_zip_gives_the_standard_protocol_splits() -> None:
     assert counts["train"]["happy"] == 7215 and counts["train"]["disgust"] == 436
     assert all(count > 0 for per_class in counts.values() for count in per_class.values())
     assert len(set(dataset.ids)) == len(dataset)
-    metrics = fetch_metrics(result)
+    metrics = result.metrics()
     assert metrics["dropped_total"] == 0
     assert metrics["duplicate_ids"] == 2  # two Training_* names occur in two class folders each
     assert metrics["identical_images"] > 0 and metrics["conflicting_duplicates"] > 0  # FER2013's known repeats

@@ -11,7 +11,7 @@ import pytest
 
 from fersynth.config import CANONICAL_CLASSES, FetchConfig, ReadRules
 from fersynth.datasets.archive import SKIP_REASONS, FileTree
-from fersynth.datasets.fetch import fetch_dataset, fetch_metrics
+from fersynth.datasets.fetch import fetch_dataset
 from fersynth.datasets.sources import load_source
 
 from .helpers import as_folder_or_zip, encoded, png, write_tree
@@ -99,7 +99,7 @@ def test_file_tree_reports_only_what_was_not_opened(tmp_path: Path) -> None:
 
 def test_fetch_metrics_report_every_reason_even_at_zero() -> None:
     config = FetchConfig(demo_train=14, demo_val=7, demo_test=7)
-    metrics = fetch_metrics(fetch_dataset(config, CANONICAL_CLASSES, seed=0))
+    metrics = fetch_dataset(config, CANONICAL_CLASSES, seed=0).metrics()
     assert {key: value for key, value in metrics.items() if key.startswith("skipped_")} == {
         f"skipped_{reason}": 0 for reason in SKIP_REASONS
     }

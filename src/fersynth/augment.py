@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
@@ -64,7 +65,23 @@ def build_pipeline(config: AugmentOfflineConfig) -> A.Compose:
     )
 
 
-def augment_offline(dataset: Dataset, config: AugmentOfflineConfig, seed: int, *, workers: int = 1) -> Dataset:
+@dataclass(frozen=True)
+class OfflineVariants:
+    dataset: Dataset  # the variants alone (source 'offline', split 'train')
+    config: AugmentOfflineConfig
+    train_images: int  # training images of the input, each the origin of `config.variants_per_image` variants
+
+    def metrics(self) -> dict[str, int]:
+        """Flat, stable metric keys: variants per image, training images, variants written per class."""
+        return {
+            "variants_per_image": self.config.variants_per_image,
+            "train_images": self.train_images,
+            "variants_written": len(self.dataset),
+            **{f"count_train_{name}": count for name, count in self.dataset.class_counts().items()},
+        }
+
+
+def augment_offline(dataset: Dataset, config: AugmentOfflineConfig, seed: int, *, workers: int = 1) -> OfflineVariants:
     """`variants_per_image` variants of every training image (source 'offline', split 'train', same label).
 
     Variants of one image are consecutive. Each image's variants depend only on the seed and the image's
@@ -81,7 +98,7 @@ def augment_offline(dataset: Dataset, config: AugmentOfflineConfig, seed: int, *
     elapsed = time.perf_counter() - started
     log.info("augment-offline: %d variants in %.1f s (%.0f images/s)", count, elapsed, count / max(elapsed, 1e-9))
     no_images = np.empty((0, *dataset.images.shape[1:]), dtype=np.uint8)  # the shape, for no chunks
-    return Dataset(
+    variants_set = Dataset(
         images=np.concatenate([no_images, *chunks]),
         labels=np.repeat(train.labels, variants),
         splits=np.full(count, "train", dtype=object),
@@ -90,6 +107,7 @@ def augment_offline(dataset: Dataset, config: AugmentOfflineConfig, seed: int, *
         sources=np.full(count, "offline", dtype=object),
         origins=np.repeat(train.origins, variants),
     )
+    return OfflineVariants(variants_set, config, len(train))
 
 
 def _augment_chunk(chunk: Chunk[np.ndarray], config: AugmentOfflineConfig, seed: int) -> np.ndarray:
@@ -111,17 +129,6 @@ def _seed_for_image(pipeline: A.Compose, seed: int, index: int) -> None:
     """
     numpy_seed, python_seed = np.random.SeedSequence((seed, index)).generate_state(2, dtype=np.uint64)
     pipeline.set_random_state(np.random.default_rng(int(numpy_seed)), random.Random(int(python_seed)))
-
-
-def augment_metrics(dataset: Dataset, augmented: Dataset, config: AugmentOfflineConfig) -> dict[str, int]:
-    """Flat, stable metric keys: variants per image, training images of `dataset`, variants written per class."""
-    counts = augmented.class_counts()
-    return {
-        "variants_per_image": config.variants_per_image,
-        "train_images": int(np.count_nonzero(dataset.splits == "train")),
-        "variants_written": len(augmented),
-        **{f"count_train_{name}": count for name, count in counts.items()},
-    }
 
 
 def _as_hwc(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -47,7 +47,7 @@ from rich.table import Table
 from torch import nn
 
 from fersynth.config import CalibrateConfig, ClassifierConfig
-from fersynth.datasets.format import NO_LABEL, Dataset, read_dataset
+from fersynth.datasets.format import NO_LABEL, Dataset
 from fersynth.errors import DataError
 from fersynth.io import atomic_directory, remove_staging_of, write_json
 from fersynth.metrics import frechet_distance, macro_f1
@@ -105,9 +105,13 @@ class TeacherEnsemble:
 @dataclass(frozen=True)
 class CalibrationResult:
     dataset: Dataset  # the kept synthetic images, labelled by the policy
-    metrics: dict[str, float | int]
+    figures: dict[str, float | int]
     histogram_png: bytes
     closest_pairs_png: bytes | None  # the judge's closest synthetic/real pairs; None without a judge or images
+
+    def metrics(self) -> dict[str, float | int]:
+        """Flat metrics: per intended class and overall (`calibration_metrics`), teachers', quality and judge's."""
+        return dict(self.figures)
 
 
 Selector = Callable[[np.ndarray, np.ndarray, CalibrateConfig, ValScores | None], tuple[np.ndarray, np.ndarray]]
@@ -583,7 +587,7 @@ def calibrate(
     drawn_thresholds = None if config.policy == "relabel" else decision.thresholds
     return CalibrationResult(
         dataset=apply_decision(synthetic, intended, decision),
-        metrics=metrics,
+        figures=metrics,
         histogram_png=confidence_histogram_png(
             intended_probability(proba, intended), intended, decision.keep, real.classes, drawn_thresholds
         ),
@@ -602,18 +606,7 @@ def _empty_result(synthetic: Dataset, classes: Sequence[str]) -> CalibrationResu
     metrics.update({f"teacher_val_recall_{name}": float("nan") for name in classes})
     metrics["frechet_distance"] = float("nan")
     histogram = confidence_histogram_png(np.zeros(0, dtype=np.float32), intended, decision.keep, classes, None)
-    return CalibrationResult(dataset=synthetic, metrics=metrics, histogram_png=histogram, closest_pairs_png=None)
-
-
-def calibrate_directories(
-    input_dir: Path, real_dir: Path, teachers_dir: Path, config: CalibrateConfig, classes: Sequence[str], seed: int
-) -> CalibrationResult:
-    """Read the generated and the aligned real datasets and calibrate; errors name the directory."""
-    synthetic = read_dataset(input_dir, classes)
-    real = read_dataset(real_dir, classes)
-    # The teacher cache is a declared DVC output: it must exist even when nothing was generated to score.
-    Path(teachers_dir).mkdir(parents=True, exist_ok=True)
-    return calibrate(synthetic, real, config, seed, teachers_dir, str(input_dir), str(real_dir))
+    return CalibrationResult(dataset=synthetic, figures=metrics, histogram_png=histogram, closest_pairs_png=None)
 
 
 def _frechet_to_real(teacher: nn.Module, real_images: np.ndarray, synthetic_images: np.ndarray) -> float:

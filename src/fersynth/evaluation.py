@@ -8,14 +8,14 @@ split, from which the stage draws the Grad-CAM grid.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fersynth.batch_augment import TestTimeAugmentation
 from fersynth.config import HELD_OUT_SET, EvaluateConfig, ExtraTestSet, FaceAlignConfig, ReadRules
-from fersynth.datasets.format import Dataset, read_dataset
+from fersynth.datasets.format import Dataset
 from fersynth.datasets.papers import PaperOptions
 from fersynth.datasets.sources import load_source
 from fersynth.errors import DataError
@@ -32,41 +32,64 @@ EXTRA_SOURCE_MAX_SIDE = 256  # photos are letterboxed to at most this side befor
 
 @dataclass(frozen=True)
 class Evaluation:
-    metrics: dict[str, Any]  # test-set metrics at the top level, extra sets nested under their names
+    figures: dict[str, Any]  # test-set metrics at the top level, extra sets nested under their names
     confusion: dict[str, list[dict[str, str]]]  # set name -> one {"actual", "predicted"} row per image
     classifier: LoadedClassifier  # what was scored, and the test split it was scored on, for figures
     test: Dataset
 
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.figures)
 
-def evaluate_classifier(
-    model_path: Path,
-    aligned_dir: Path,
+
+def load_compatible_classifier(
+    model_path: Path, classes: Sequence[str], image_size: int, channels: int
+) -> LoadedClassifier:
+    """The classifier at `model_path`, refused unless it was trained on `classes` at `image_size` and `channels`."""
+    classifier = load_classifier(model_path)
+    if classifier.classes != tuple(classes):
+        raise DataError(f"{model_path}: trained on classes {list(classifier.classes)}, params list {list(classes)}")
+    expected = (image_size, image_size, channels)
+    if classifier.image_shape != expected:
+        raise DataError(
+            f"{model_path}: trained on {classifier.image_shape} images, but common.image_size/channels give {expected}"
+        )
+    return classifier
+
+
+def read_extra_test_sets(
+    config: EvaluateConfig,
     classes: Sequence[str],
+    face_align: FaceAlignConfig,
     image_size: int,
     channels: int,
-    config: EvaluateConfig,
-    face_align: FaceAlignConfig,
     rules: ReadRules,
-) -> Evaluation:
-    """Score the test split of `aligned_dir` and every `config.extra_test_sets` entry.
-
-    Extra sets are read within fetch's `rules` and aligned like the training data (`face_align`,
-    `image_size`, `channels`), except that each names its own detector.
-    """
-    classifier = load_classifier(model_path)
-    _check_compatible(classifier, model_path, classes, image_size, channels)
-    test = read_dataset(aligned_dir, classes).split(TEST_SET)
-    if len(test) == 0:
-        raise DataError(f"{aligned_dir}: no rows with split 'test' to evaluate on")
-    if test.images.shape[1:] != classifier.image_shape:
-        raise DataError(
-            f"{aligned_dir}: images are {test.images.shape[1:]}, the model expects {classifier.image_shape}"
+) -> dict[str, Dataset]:
+    """Every `config.extra_test_sets` entry, read within fetch's `rules` and aligned like the training data
+    (`face_align`, `image_size`, `channels`), except that each names its own detector."""
+    return {
+        name: load_extra_test_set(
+            name, spec, classes, face_align.model_copy(update={"detector": spec.detector}), image_size, channels, rules
         )
+        for name, spec in config.extra_test_sets.items()
+    }
+
+
+def evaluate_classifier(
+    classifier: LoadedClassifier,
+    real: Dataset,
+    extra_sets: Mapping[str, Dataset],
+    config: EvaluateConfig,
+    real_name: str = "real set",
+) -> Evaluation:
+    """Score the test split of `real` and every extra set (`read_extra_test_sets`) with `config`'s batch and TTA."""
+    test = real.split(TEST_SET)
+    if len(test) == 0:
+        raise DataError(f"{real_name}: no rows with split 'test' to evaluate on")
+    if test.images.shape[1:] != classifier.image_shape:
+        raise DataError(f"{real_name}: images are {test.images.shape[1:]}, the model expects {classifier.image_shape}")
     metrics, rows = score_dataset(classifier, test, config.batch_size, config.tta)
     confusion = {TEST_SET: rows}
-    for name, spec in config.extra_test_sets.items():
-        alignment = face_align.model_copy(update={"detector": spec.detector})
-        extra = load_extra_test_set(name, spec, classes, alignment, image_size, channels, rules)
+    for name, extra in extra_sets.items():
         metrics[name], confusion[name] = score_dataset(classifier, extra, config.batch_size, config.tta)
     return Evaluation(metrics, confusion, classifier, test)
 
@@ -118,15 +141,3 @@ def write_confusion(evaluation: Evaluation, confusion_dir: Path) -> None:
     with atomic_directory(Path(confusion_dir)) as staging:
         for name, rows in evaluation.confusion.items():
             write_json(staging / f"{name}.json", rows)
-
-
-def _check_compatible(
-    classifier: LoadedClassifier, model_path: Path, classes: Sequence[str], image_size: int, channels: int
-) -> None:
-    if classifier.classes != tuple(classes):
-        raise DataError(f"{model_path}: trained on classes {list(classifier.classes)}, params list {list(classes)}")
-    expected = (image_size, image_size, channels)
-    if classifier.image_shape != expected:
-        raise DataError(
-            f"{model_path}: trained on {classifier.image_shape} images, but common.image_size/channels give {expected}"
-        )

@@ -256,6 +256,21 @@ def generate_dataset(
     return Generated(dataset, total_plan, produced, dropped)
 
 
+def synthesize(
+    real: Dataset, config: GenerateConfig, align: FaceAlignConfig, generator_dir: Path, editor_dir: Path, seed: int
+) -> Generated:
+    """The generate stage's work: plan per class from `real`'s train counts (`config.target`), split the plan among
+    `config.backend`'s backends by their shares, and draw it.
+
+    Generated faces join `real`'s images, so they take their size and channels; `generator_dir` and `editor_dir`
+    (train-gan's and train-editor's outputs) are read only by a backend that uses them.
+    """
+    _, image_size, _, channels = real.images.shape
+    inputs = BackendInputs(config, align, generator_dir, editor_dir, real, channels, image_size)
+    plans = split_plan(plan_counts(real.class_counts(split="train"), config), config.backend_shares())
+    return generate_dataset(build_backends(inputs), plans, seed, config.batch_size)
+
+
 def _seed_salt(backend: str) -> list[int]:
     """The GAN keeps the seed stream it always had, so existing baselines do not move."""
     return [] if backend == "gan" else [int.from_bytes(backend.encode(), "little") % 2**32]

@@ -19,7 +19,6 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +29,6 @@ from fersynth.datasets.format import (
     SYNTHETIC_SOURCES,
     Dataset,
     concatenate,
-    read_dataset,
 )
 from fersynth.errors import DataError
 from fersynth.registry import Registry
@@ -109,23 +107,6 @@ class MergeResult:
             for label, counts in (("before", self.before()), ("after", self.after()))
             for name in self.dataset.classes
         ]
-
-
-def merge_directories(
-    real_dir: Path, offline_dir: Path, synthetic_dir: Path, config: MergeConfig, classes: Sequence[str], seed: int
-) -> MergeResult:
-    """Read the three stage outputs and merge them; errors name the offending directory's manifest."""
-    real = read_dataset(real_dir, classes)
-    offline = read_dataset(offline_dir, classes)
-    synthetic = read_dataset(synthetic_dir, classes)
-    return merge_training_set(
-        real,
-        offline,
-        synthetic,
-        config,
-        seed,
-        names={REAL: str(real_dir), OFFLINE: str(offline_dir), SYNTHETIC: str(synthetic_dir)},
-    )
 
 
 def merge_training_set(

@@ -23,7 +23,7 @@ from dvclive import Live
 from fersynth.batch_augment import BatchMix, TestTimeAugmentation, augment_batch, draw_mix, tta_views
 from fersynth.checkpointing import load_checkpoint, restore_rng, save_checkpoint, training_fingerprint
 from fersynth.config import ClassifierConfig, FaceAlignConfig
-from fersynth.datasets.format import Dataset, read_dataset
+from fersynth.datasets.format import Dataset
 from fersynth.device import Precision, default_device, step_optimizer, training_precision
 from fersynth.distributed import (
     check_shards,
@@ -31,7 +31,6 @@ from fersynth.distributed import (
     data_parallel,
     is_main_process,
     log_weights_digest,
-    on_main_process,
     seed_torch_per_rank,
     shard,
     shard_weight,
@@ -39,7 +38,6 @@ from fersynth.distributed import (
     world_size,
 )
 from fersynth.errors import DataError, ParamsError
-from fersynth.live import open_live
 from fersynth.metrics import macro_f1
 from fersynth.models import Classifier, build_classifier, count_parameters, parameter_groups
 from fersynth.progress import progress_bar
@@ -97,10 +95,15 @@ class TrainingRun:
     """A trained classifier plus what the train stage reports about it."""
 
     fit: FitResult
+    config: ClassifierConfig
     classes: tuple[str, ...]
     image_shape: tuple[int, int, int]
     train_images: int
     val_images: int
+
+    def save(self, path: Path, face_align: FaceAlignConfig) -> None:
+        """The checkpoint `load_classifier` reads, with the alignment its training faces had (what predict repeats)."""
+        save_classifier(path, self.fit.model, self.config, self.classes, self.image_shape, face_align)
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -121,37 +124,38 @@ class TrainingRun:
         }
 
 
-def train_from_directories(
-    train_dir: Path,
-    val_dir: Path,
-    classes: Sequence[str],
+def train_classifier(
+    train: Dataset,
+    real: Dataset,
     config: ClassifierConfig,
     seed: int,
-    live_dir: Path,
+    *,
+    live: Live | None = None,
     device: torch.device | None = None,
     resume: Path | None = None,
+    names: tuple[str, str] = ("training set", "real set"),
 ) -> TrainingRun:
-    """Train on every row of `train_dir` and select the checkpoint on the val split of `val_dir`.
+    """Train on every row of `train` and select the checkpoint on the val split of `real`.
 
-    Curves go to the dvclive directory `live_dir`, emptied first (a resumed run logs its restored epochs
-    again). In a process group only rank 0 opens it. `resume`: see `fit_classifier`.
+    `names` (of `train` and `real`) label them in error messages; `live`, `device` and `resume`: see
+    `fit_classifier` (in a process group, pass `live` on rank 0 only).
     """
-    train = read_dataset(train_dir, classes)
-    val = read_dataset(val_dir, classes).split("val")
+    train_name, real_name = names
+    val = real.split("val")
     if len(train) < 2:
-        raise DataError(f"{train_dir}: {len(train)} images; need at least two to train on")
+        raise DataError(f"{train_name}: {len(train)} images; need at least two to train on")
     if len(val) == 0:
-        raise DataError(f"{val_dir}: no rows with split 'val' to select the checkpoint on")
+        raise DataError(f"{real_name}: no rows with split 'val' to select the checkpoint on")
     if train.images.shape[1:] != val.images.shape[1:]:
         raise DataError(
-            f"{train_dir} holds {_shape_text(train)} images but {val_dir} holds {_shape_text(val)}; "
+            f"{train_name} holds {_shape_text(train)} images but {real_name} holds {_shape_text(val)}; "
             "were they aligned with the same common.image_size and common.channels?"
         )
-    with on_main_process(lambda: open_live(live_dir)) as live:
-        fit = fit_classifier(train, val, config, seed, live=live, device=device, resume=resume)
+    fit = fit_classifier(train, val, config, seed, live=live, device=device, resume=resume)
     return TrainingRun(
         fit=fit,
-        classes=tuple(classes),
+        config=config,
+        classes=train.classes,
         image_shape=_image_shape(train),
         train_images=len(train),
         val_images=len(val),

@@ -30,6 +30,32 @@ class FetchResult:
     near_duplicates: NearDuplicateReport  # audited before any drop: pairs index the loaded rows, not `dataset`'s
     dropped_train_near_duplicates: int
 
+    def metrics(self) -> dict[str, Any]:
+        """Flat, stable metric keys: counts per split and class, drops (by label, and too small), files of the folder or
+        zip not read (by reason), duplicates, near-duplicates, image shape.
+
+        Duplicate and near-duplicate figures describe the data as loaded, before any drop.
+        """
+        dataset, report = self.dataset, self.report
+        per_split = split_class_counts(dataset)
+        metrics: dict[str, Any] = {}
+        for split, counts in per_split.items():
+            metrics.update({f"count_{split}_{name}": count for name, count in counts.items()})
+        metrics.update({f"total_{split}": sum(counts.values()) for split, counts in per_split.items()})
+        metrics.update({f"dropped_{label}": count for label, count in report.dropped.items()})
+        metrics["dropped_too_small"] = report.too_small
+        metrics["dropped_total"] = sum(report.dropped.values()) + report.too_small
+        metrics.update({f"skipped_{reason}": report.skipped.get(reason, 0) for reason in SKIP_REASONS})
+        metrics["duplicate_ids"] = report.duplicate_ids
+        metrics["identical_images"] = report.duplicates.identical_images
+        metrics["conflicting_duplicates"] = report.duplicates.conflicting_duplicates
+        metrics["cross_split_duplicates"] = report.duplicates.cross_split_duplicates
+        metrics.update(self.near_duplicates.metrics)
+        metrics["dropped_train_near_duplicates"] = self.dropped_train_near_duplicates
+        _, height, width, channels = dataset.images.shape
+        metrics.update({"image_height": height, "image_width": width, "channels": channels})
+        return metrics
+
 
 def fetch_dataset(config: FetchConfig, classes: Sequence[str], seed: int) -> FetchResult:
     """Load `config.source`, carve missing val/test splits, audit near-duplicates across splits (dropping the
@@ -82,33 +108,6 @@ def _check_training_classes(dataset: Dataset, report: SourceReport, context: str
             f"{report.path or report.source}: {context}no training images for class(es) {empty}; "
             "add them, map a label to them with fetch.label_aliases, or remove them from common.classes"
         )
-
-
-def fetch_metrics(result: FetchResult) -> dict[str, Any]:
-    """Flat, stable metric keys: counts per split and class, drops (by label, and too small), files of the folder or
-    zip not read (by reason), duplicates, near-duplicates, image shape.
-
-    Duplicate and near-duplicate figures describe the data as loaded, before any drop.
-    """
-    dataset, report = result.dataset, result.report
-    per_split = split_class_counts(dataset)
-    metrics: dict[str, Any] = {}
-    for split, counts in per_split.items():
-        metrics.update({f"count_{split}_{name}": count for name, count in counts.items()})
-    metrics.update({f"total_{split}": sum(counts.values()) for split, counts in per_split.items()})
-    metrics.update({f"dropped_{label}": count for label, count in report.dropped.items()})
-    metrics["dropped_too_small"] = report.too_small
-    metrics["dropped_total"] = sum(report.dropped.values()) + report.too_small
-    metrics.update({f"skipped_{reason}": report.skipped.get(reason, 0) for reason in SKIP_REASONS})
-    metrics["duplicate_ids"] = report.duplicate_ids
-    metrics["identical_images"] = report.duplicates.identical_images
-    metrics["conflicting_duplicates"] = report.duplicates.conflicting_duplicates
-    metrics["cross_split_duplicates"] = report.duplicates.cross_split_duplicates
-    metrics.update(result.near_duplicates.metrics)
-    metrics["dropped_train_near_duplicates"] = result.dropped_train_near_duplicates
-    _, height, width, channels = dataset.images.shape
-    metrics.update({"image_height": height, "image_width": width, "channels": channels})
-    return metrics
 
 
 def split_class_counts(dataset: Dataset) -> dict[str, dict[str, int]]:
