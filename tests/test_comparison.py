@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import yaml
 
-from fersynth.errors import FersynthError
+from fersynth.errors import FersynthError, ParamsError
+from fersynth.tools.compare_run import (
+    ComparisonPlan,
+    check_plan,
+    comparison_report,
+    plan_comparison,
+    write_records,
+)
 from fersynth.tools.comparison import (
     COMMITTED,
     DEFAULT_VARIANT_NAMES,
@@ -237,3 +248,58 @@ def test_a_run_reports_its_val_teacher_and_cost_figures_beside_the_test_ones() -
     assert table[0].endswith("| val macro-F1 | val accuracy | teacher val macro-F1 | train min | epochs |")
     assert table[2].endswith("| 0.600 ± 0.000 | 30.000 ± 0.000 | 35.500 ± 0.000 |")
     assert table[3].endswith("| — | 30.000 ± 0.000 | 36.000 ± 0.000 |")  # two runs without a teacher
+
+
+def test_a_comparison_is_tested_against_real_only_unless_another_baseline_is_named(tmp_path: Path) -> None:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    shutil.copy(REPO_ROOT / "presets" / "real-only.yaml", presets)
+    plan = plan_comparison(["synthetic", "real-only"], params, presets, [0, 1], "pipeline", 0, None)
+    assert plan.baseline == "real-only" and plan.vary == "pipeline"
+    assert [run.name for run in plan.runs] == ["synthetic-s0", "synthetic-s1", "real-only-s0", "real-only-s1"]
+    assert plan.runs[0].overrides == ("common.seed=0",)
+    assert plan_comparison(["synthetic"], params, presets, [0], "classifier", 0, None).baseline == "synthetic"
+    with pytest.raises(ParamsError, match="--baseline 'real-only' is not among the compared variants"):
+        plan_comparison(["synthetic"], params, presets, [0], "classifier", 0, "real-only")
+    with pytest.raises(ParamsError, match="unknown variant 'nope'"):
+        plan_comparison(["nope"], params, presets, [0], "classifier", 0, None)
+
+
+def test_a_dry_plan_prints_each_runs_command_and_names_the_run_a_bad_override_breaks(tmp_path: Path) -> None:
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    plan = ComparisonPlan(plan_runs([Variant("real-only", ("train.epochs=2",))], [0], "train.seed"), "classifier", "x")
+    printed: list[str] = []
+    check_plan(plan, ["fetch.folds=0"], tmp_path / "params.yaml", lambda path: None, printed.append)
+    assert printed == [
+        "1 runs planned; overrides for all: ['fetch.folds=0']",
+        "real-only-s0: ok; params change for: none\n"
+        "  dvc exp run --queue -n real-only-s0 -S fetch.folds=0 -S train.epochs=2 -S train.seed=0",
+    ]
+
+    def refuse_two_epochs(path: Path) -> None:
+        if yaml.safe_load(path.read_text())["train"]["epochs"] == 2:
+            raise ParamsError("train.epochs: too few")
+
+    with pytest.raises(ParamsError, match=r"real-only-s0: train\.epochs: too few"):
+        check_plan(plan, [], tmp_path / "params.yaml", refuse_two_epochs, printed.append)
+
+
+def test_the_comparison_report_tests_every_other_variant_against_the_baseline(tmp_path: Path) -> None:
+    variants = [Variant("synthetic", ()), Variant("real-only", REAL_ONLY)]
+    plan = ComparisonPlan(plan_runs(variants, [0, 1], "train.seed", folds=2), "classifier", "real-only")
+    figures = {"accuracy": 0.5, "macro_f1": 0.4}
+    summaries = summarise({"synthetic": [figures] * 4, "real-only": [figures] * 4}, list(figures))
+    text = comparison_report(summaries, list(figures), plan)
+    assert "mean ± sample std over 2 seeds × 2 folds" in text and "Seeds vary the classifier alone" in text
+    assert "synthetic vs real-only (beyond noise" in text and "real-only vs" not in text
+    assert "- macro_f1: synthetic - real-only = +0.000 (2 std = 0.000): within noise" in text
+
+    write_records(tmp_path / "out" / "compare.jsonl", plan.runs[:1], {"synthetic-s0-f0": {"metrics/a.json": {}}})
+    record = json.loads((tmp_path / "out" / "compare.jsonl").read_text())
+    assert record == {
+        "run": "synthetic-s0-f0",
+        "variant": "synthetic",
+        "overrides": ["train.seed=0", "fetch.folds=2", "fetch.fold=0"],
+        "metrics/a.json": {},
+    }

@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from fersynth.errors import DataError, ParamsError
 from fersynth.tools import report
+from fersynth.tools.report_folder import check_replaceable, metric_paths, write_report
 from stages.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,6 +164,27 @@ def test_report_dashes_a_baseline_without_the_file_and_refuses_a_foreign_folder(
         app, ["report", "--out", str(demo_repo / "elsewhere"), "--params", str(demo_repo / "params.yaml")]
     )
     assert result.exit_code == 1 and (demo_repo / "elsewhere" / "keep.txt").is_file()
+
+
+def test_a_bad_input_leaves_an_earlier_report_as_it_was(demo_repo: Path) -> None:
+    out = demo_repo / "report"
+    images = write_report(out, demo_repo, "HEAD", None, ["angry", "disgust"], "demo")
+    assert images == len(list(out.glob("*.png"))) and images > 0
+    written = (out / "README.md").read_text()
+    with pytest.raises(DataError, match=r"absent\.md: not found"):
+        write_report(out, demo_repo, "HEAD", demo_repo / "absent.md", ["angry"], "demo")
+    with pytest.raises(ParamsError, match="neither a git revision"):
+        write_report(out, demo_repo, "no-such-revision", None, ["angry"], "demo")
+    assert (out / "README.md").read_text() == written
+    check_replaceable(out)  # its own
+    (demo_repo / "data" / "raw" / "x.txt").write_text("mine")
+    with pytest.raises(ParamsError, match="is no fersynth report"):
+        check_replaceable(demo_repo / "data" / "raw")
+
+
+def test_metric_paths_are_the_declared_metrics_with_or_without_options() -> None:
+    assert metric_paths({"metrics": ["a.json", {"b.json": {"cache": False}}]}) == ["a.json", "b.json"]
+    assert metric_paths(None) == []
 
 
 def test_fersynth_help_lists_report_by_its_name() -> None:

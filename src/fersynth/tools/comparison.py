@@ -4,7 +4,8 @@ A variant is a named set of params overrides (`-S key=value`, as `dvc exp run` t
 committed params (`synthetic`) or a preset (`presets/<name>.yaml`, see `fersynth.tools.presets`). Each
 runs once per seed, varying the classifier alone (`train.seed`) or the whole pipeline (`common.seed`),
 and with k-fold once per test fold. This module plans the runs and summarises their metrics;
-`fersynth.tools.experiments` queues and runs them with DVC (`fersynth compare`).
+`fersynth.tools.experiments` queues and runs them with DVC, and `fersynth.tools.compare_run` joins the two
+(`fersynth compare`).
 """
 
 from __future__ import annotations

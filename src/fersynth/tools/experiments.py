@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +47,14 @@ def queue_runs(repo: Path, runs: Sequence[QueuedRun], copy_paths: Sequence[str] 
     for run in runs:
         # A name clash is an error in DVC; a rerun of the same comparison replaces its old result.
         _dvc(repo, "exp", "remove", run.name, check=False)
-        settings = [argument for setting in run.settings for argument in ("-S", setting)]
-        copies = [argument for path in copy_paths for argument in ("-C", path)]
-        _dvc(repo, "exp", "run", "--queue", "-n", run.name, *settings, *copies)
+        settings = option_arguments("-S", run.settings)
+        _dvc(repo, "exp", "run", "--queue", "-n", run.name, *settings, *option_arguments("-C", copy_paths))
     return _task_ids(repo) - before
+
+
+def option_arguments(option: str, values: Iterable[str]) -> list[str]:
+    """`option` before each value (`-S a=1 -S b=2`): how DVC takes a repeatable option."""
+    return [argument for value in values for argument in (option, value)]
 
 
 def start_queue(repo: Path, jobs: int, threads: int) -> None:
