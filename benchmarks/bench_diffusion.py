@@ -22,10 +22,10 @@ from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
 
 from fersynth.config import CANONICAL_CLASSES, DiffusionConfig, EditConfig, FaceAlignConfig
 from fersynth.datasets.format import Dataset
-from fersynth.device import default_device
 from fersynth.diffusion.backends import DiffusionBackend, ExpressionEditBackend, TextToImageBackend
 from fersynth.diffusion.pipelines import quiet_diffusers, torch_dtype
 from fersynth.diffusion.tiny import random_pipeline
+from fersynth.runtime.device import default_device
 
 SD15_UNET = {  # UNet2DConditionModel's defaults are SD 1.5's; spelled out so the benchmark says what it times
     "block_out_channels": (320, 640, 1280, 1280),

@@ -38,7 +38,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fersynth.augment import augment_offline
 from fersynth.config import (
     CANONICAL_CLASSES,
     AugmentOfflineConfig,
@@ -51,13 +50,13 @@ from fersynth.config import (
 )
 from fersynth.datasets.format import Dataset
 from fersynth.datasets.sources import load_source
-from fersynth.device import default_device, training_precision
 from fersynth.export import export_onnx
 from fersynth.faces import align_dataset
 from fersynth.gan.generator import GanGenerator
 from fersynth.gan.training import UnitTrainer, architecture, training_units
 from fersynth.media import read_inputs
 from fersynth.models import Classifier, build_classifier, count_parameters, parameter_groups
+from fersynth.offline_augmentation import augment_offline
 from fersynth.prediction import (
     FaceClassifier,
     ModelCard,
@@ -68,7 +67,8 @@ from fersynth.prediction import (
     load_face_classifier,
     sidecar_record,
 )
-from fersynth.reporting import run_environment
+from fersynth.runtime.device import default_device, training_precision
+from fersynth.stage_metrics import run_environment
 
 # _to_input: the bare model's batch must be laid out as fit_classifier's are (see BareModel)
 from fersynth.training import MODEL_FILE, _to_input, fit_classifier, load_classifier, predict_proba, save_classifier

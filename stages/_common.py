@@ -6,7 +6,6 @@ import functools
 import inspect
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ from typer.models import ParameterInfo
 
 from fersynth.config import Params, load_params, read_yaml_file
 from fersynth.errors import FersynthError, OutputError, ParamsError
-from fersynth.execution import ExecutionSettings, read_execution_settings
-from fersynth.io import (
+from fersynth.runtime.execution import ExecutionSettings, read_execution_settings
+from fersynth.runtime.io import (
     FILESYSTEM_REFUSALS,
     check_output,
     commit_together,
@@ -29,7 +28,7 @@ from fersynth.io import (
     remove_stale_staging,
     write_json,
 )
-from fersynth.reporting import headline_metrics, run_environment
+from fersynth.stage_metrics import headline_metrics, run_environment
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,7 +48,7 @@ class Output:
     """Marks a path parameter as one the command writes (in its `Annotated[...]`, beside the typer.Option).
 
     `stage_command` checks every marked path before any work and locks it against another run. The outputs
-    `held_back` land together when the command succeeds (fersynth.io.commit_together); the others are written
+    `held_back` land together when the command succeeds (fersynth.runtime.io.commit_together); the others are written
     while it runs and kept when it fails, as a resume checkpoint, a cache or curves must be.
     """
 
@@ -75,7 +74,7 @@ MetricsOption = Annotated[
 ]
 
 # Set while a command holds its outputs' locks, for the processes it starts: torchrun's rank 0 writes
-# under its launcher's locks (fersynth.io.lock_outputs).
+# under its launcher's locks (fersynth.runtime.io.lock_outputs).
 LOCK_HOLDER_VARIABLE = "FERSYNTH_OUTPUT_LOCKS_HELD_BY"
 
 
@@ -121,18 +120,6 @@ def execution_settings() -> ExecutionSettings:
     return read_execution_settings(Path.cwd(), os.environ)
 
 
-def launch_processes(settings: ExecutionSettings) -> None:
-    """Run this stage as `settings.processes` torchrun ranks when more than one is asked for and torchrun did not
-    start this process: the ranks run the same command line, and this process exits with torchrun's status.
-
-    Otherwise it returns, and the caller is the only process or one rank. Any stage that trains may call it first.
-    """
-    from fersynth.distributed import needs_torchrun, relaunch_under_torchrun  # torch: only stages that train
-
-    if needs_torchrun(settings.processes, os.environ):
-        raise typer.Exit(relaunch_under_torchrun(settings.processes, sys.argv[1:]))
-
-
 def write_stage_metrics(
     stage: str,
     measured: Mapping[str, Any],
@@ -141,7 +128,7 @@ def write_stage_metrics(
     *,
     record_environment: bool = False,
 ) -> None:
-    """All numbers to `diagnostics`; the headline subset (fersynth.reporting) to `headline`.
+    """All numbers to `diagnostics`; the headline subset (fersynth.stage_metrics) to `headline`.
 
     `record_environment` adds thread count, device and library versions to the diagnostics,
     for stages whose numbers depend on them.
@@ -247,7 +234,7 @@ def owned_outputs(paths: Sequence[Path]) -> Iterator[None]:
     """Lock every output against another run, then clear what a killed run left beside it (`.<name>.<random>.tmp`).
 
     Only the holder of an output's lock clears its staging: another live run's would vanish under it.
-    torchrun's ranks other than 0 never write (fersynth.distributed), so they neither lock nor clear.
+    torchrun's ranks other than 0 never write (fersynth.runtime.distributed), so they neither lock nor clear.
     """
     if os.environ.get("RANK", "0") != "0":
         yield

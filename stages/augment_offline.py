@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from fersynth.augment import augment_offline
 from fersynth.datasets.format import read_dataset, write_dataset
+from fersynth.offline_augmentation import augment_offline
 from stages._common import (
     FOLDER_OUTPUT,
     DiagnosticsOption,

@@ -9,8 +9,8 @@ import typer
 
 from fersynth.calibration import acceptance_table, calibrate
 from fersynth.datasets.format import read_dataset, write_dataset
-from fersynth.io import atomic_write_bytes
 from fersynth.preview import placeholder_png
+from fersynth.runtime.io import atomic_write_bytes
 from stages._common import (
     FILE_OUTPUT,
     FOLDER_OUTPUT,

@@ -11,17 +11,11 @@ import typer
 
 from fersynth.datasets.format import read_dataset
 from fersynth.errors import DataError
-from fersynth.export import OPSET, PREPROCESSING, Parity, check_parity, export_onnx
-from fersynth.io import atomic_directory, write_json
-from fersynth.prediction import SIDECAR_SUFFIX, ModelCard, OnnxFaceClassifier, sidecar_record
+from fersynth.export import ONNX_FILE, export_classifier
+from fersynth.runtime.io import atomic_directory
 from fersynth.training import load_classifier
 from stages._common import FOLDER_OUTPUT, DiagnosticsOption, MetricsOption, stage_command, write_stage_metrics
 
-ONNX_FILE = "classifier.onnx"
-PARITY_BATCH = 64
-# Float32 graphs differ from PyTorch's kernels in the last bits; a probability further off is a wrong export.
-MAX_PROBABILITY_DIFFERENCE = 1e-4
-# The headline figures of the run the model came from, copied into the sidecar.
 PROVENANCE_KEYS = ("best_val_macro_f1", "best_val_accuracy", "best_epoch", "epochs_reached")
 
 
@@ -36,24 +30,10 @@ def command(
 ) -> None:
     classifier = load_classifier(model)
     test = read_dataset(input_dir, classifier.classes).split("test")
-    card = ModelCard(classifier.classes, classifier.image_shape, classifier.face_align_or_default())
+    provenance = _provenance(model, train_metrics)
     with atomic_directory(out) as staging:
-        onnx_path = staging / ONNX_FILE
-        export_onnx(classifier, onnx_path)
-        sidecar = sidecar_record(card, _provenance(model, train_metrics))
-        write_json(onnx_path.with_suffix(SIDECAR_SUFFIX), sidecar | {"opset": OPSET, "preprocessing": PREPROCESSING})
-        parity = check_parity(classifier, OnnxFaceClassifier(onnx_path), test.images, PARITY_BATCH)
-        _require_parity(parity)
+        parity = export_classifier(classifier, test.images, staging / ONNX_FILE, provenance)
     write_stage_metrics("export", parity.metrics(), diagnostics, metrics)
-
-
-def _require_parity(parity: Parity) -> None:
-    if parity.argmax_agreement < 1.0 or parity.max_probability_difference > MAX_PROBABILITY_DIFFERENCE:
-        raise DataError(
-            f"the ONNX export disagrees with PyTorch on the test split: top class agrees on "
-            f"{parity.argmax_agreement:.2%} of {parity.images} faces, probabilities differ by up to "
-            f"{parity.max_probability_difference:.2g} (at most {MAX_PROBABILITY_DIFFERENCE:g} allowed); nothing written"
-        )
 
 
 def _provenance(model: Path, train_metrics: Path) -> dict[str, Any]:

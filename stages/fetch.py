@@ -9,7 +9,7 @@ import typer
 
 from fersynth.datasets.fetch import class_count_table, fetch_dataset
 from fersynth.datasets.format import write_dataset
-from fersynth.io import atomic_write_bytes
+from fersynth.runtime.io import atomic_write_bytes
 from stages._common import (
     FILE_OUTPUT,
     FOLDER_OUTPUT,

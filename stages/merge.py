@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from fersynth.datasets.format import read_dataset, write_dataset
-from fersynth.io import write_json
 from fersynth.merging import OFFLINE, REAL, SYNTHETIC, merge_training_set
+from fersynth.runtime.io import write_json
 from stages._common import (
     FILE_OUTPUT,
     FOLDER_OUTPUT,

@@ -15,7 +15,6 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Column, Table
 
-from fersynth.io import atomic_write_bytes
 from fersynth.media import Frame, read_inputs, safe_file_name
 from fersynth.prediction import (
     Detector,
@@ -26,6 +25,7 @@ from fersynth.prediction import (
     find_faces,
     load_face_classifier,
 )
+from fersynth.runtime.io import atomic_write_bytes
 from stages._common import FILE_OUTPUT, WORKING_FOLDER_OUTPUT, stage_command
 from stages._model_options import DEFAULT_MODEL, DetectorOption, ModelOption, OnnxOption, chosen_model
 

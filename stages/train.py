@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from fersynth.datasets.format import read_dataset
-from fersynth.distributed import on_main_process, training_process
-from fersynth.io import atomic_directory
-from fersynth.live import open_live
+from fersynth.runtime.distributed import on_main_process, training_process
+from fersynth.runtime.io import atomic_directory
+from fersynth.runtime.live import open_live
 from fersynth.training import MODEL_FILE, train_classifier
 from stages._common import (
     FOLDER_OUTPUT,
@@ -21,11 +21,11 @@ from stages._common import (
     MetricsOption,
     ParamsOption,
     execution_settings,
-    launch_processes,
     read_params,
     stage_command,
     write_stage_metrics,
 )
+from stages._torchrun import launch_processes
 
 
 @stage_command

@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 
 from fersynth.datasets.format import read_dataset
-from fersynth.device import resolve_device
 from fersynth.editor import EDITOR_FILE, train_editor
 from fersynth.editor.samples import grid_faces
-from fersynth.io import atomic_directory, atomic_write_bytes
-from fersynth.live import open_live
 from fersynth.preview import placeholder_png
+from fersynth.runtime.device import resolve_device
+from fersynth.runtime.io import atomic_directory, atomic_write_bytes
+from fersynth.runtime.live import open_live
 from stages._common import (
     FILE_OUTPUT,
     FOLDER_OUTPUT,

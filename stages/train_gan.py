@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 
 from fersynth.datasets.format import read_dataset
-from fersynth.distributed import on_main_process, training_process
 from fersynth.gan.generator import GENERATOR_FILE
 from fersynth.gan.training import train_gan
-from fersynth.io import atomic_directory, atomic_write_bytes
-from fersynth.live import open_live
+from fersynth.runtime.distributed import on_main_process, training_process
+from fersynth.runtime.io import atomic_directory, atomic_write_bytes
+from fersynth.runtime.live import open_live
 from stages._common import (
     FILE_OUTPUT,
     FOLDER_OUTPUT,
@@ -21,11 +21,11 @@ from stages._common import (
     DiagnosticsOption,
     ParamsOption,
     execution_settings,
-    launch_processes,
     read_params,
     stage_command,
     write_stage_metrics,
 )
+from stages._torchrun import launch_processes
 
 
 @stage_command

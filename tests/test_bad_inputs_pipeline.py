@@ -579,7 +579,7 @@ def test_a_folder_that_turns_read_only_is_one_line_naming_the_output(
 
 
 def test_a_disk_full_at_the_last_output_replaces_none_of_them(augmented: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The dataset is staged complete before the diagnostics' write fails: neither may land (fersynth.io)."""
+    """The dataset is staged complete before the diagnostics' write fails: neither may land (fersynth.runtime.io)."""
     before = snapshot(augmented / "offline", augmented / "augment.json")
     (augmented / "params.yaml").write_text(yaml.safe_dump({"augment_offline": {"variants_per_image": 2}}))  # new bytes
     real_fdopen = os.fdopen
@@ -604,7 +604,7 @@ def test_a_disk_full_at_the_last_output_replaces_none_of_them(augmented: Path, m
 
 # What a live augment-offline run holds: the lock of its --out, and the folder it is staging.
 LIVE_RUN = (
-    "import sys, time; from pathlib import Path; from fersynth.io import lock_outputs\n"
+    "import sys, time; from pathlib import Path; from fersynth.runtime.io import lock_outputs\n"
     "out = Path(sys.argv[1])\n"
     "with lock_outputs([out]):\n"
     "    (out.parent / f'.{out.name}.l1ve0000.tmp').mkdir()\n"
@@ -714,7 +714,7 @@ def test_atomic_writes_follow_another_umask(tmp_path: Path) -> None:
     """In a fresh process, since the umask is read once at import."""
     script = (
         "import os, sys; from pathlib import Path; os.umask(0o027)\n"
-        "from fersynth.io import atomic_directory, atomic_write_bytes\n"
+        "from fersynth.runtime.io import atomic_directory, atomic_write_bytes\n"
         "root = Path(sys.argv[1]); atomic_write_bytes(root / 'file', b'x')\n"
         "with atomic_directory(root / 'folder') as staging: (staging / 'inner').write_bytes(b'y')\n"
     )

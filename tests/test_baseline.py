@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fersynth.reporting import run_environment
+from fersynth.stage_metrics import run_environment
 from fersynth.tools.baseline import environment_differences, metric_differences, stale_stages
 
 

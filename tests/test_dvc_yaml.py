@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fersynth.reporting import HEADLINE_KEYS
+from fersynth.stage_metrics import HEADLINE_KEYS
 from stages._common import TRACKED_INPUT_DIRS
 
 from .conftest import REPO_ROOT

@@ -23,7 +23,7 @@ from fersynth.editor.models import (
 from fersynth.editor.training import EPOCH_NAMES, EditorTrainer
 from fersynth.errors import DataError
 from fersynth.preview import LABEL_WIDTH, TITLE_HEIGHT
-from fersynth.torch_files import save_torch_file
+from fersynth.runtime.torch_files import save_torch_file
 
 from .conftest import RecordingLive
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fersynth.errors import ParamsError
-from fersynth.execution import LOCAL_FILE, ExecutionSettings, read_execution_settings
+from fersynth.runtime.execution import LOCAL_FILE, ExecutionSettings, read_execution_settings
 
 
 def test_defaults_without_file_or_environment(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def test_any_batch_size_gives_torch_probabilities(workdir: Path) -> None:
 
 
 def test_an_export_that_disagrees_fails_and_writes_nothing(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("stages.export.check_parity", lambda *_: Parity(70, 0.97, 0.3))
+    monkeypatch.setattr("fersynth.export.check_parity", lambda *_: Parity(70, 0.97, 0.3))
     code, output = _export()
     assert code == 1
     assert "topclassagreeson97.00%of70faces" in output and "nothingwritten" in output

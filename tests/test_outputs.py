@@ -1,4 +1,4 @@
-"""Output paths: checked before any work, locked against another run, and landed together (fersynth.io)."""
+"""Output paths: checked before any work, locked against another run, and landed together (fersynth.runtime.io)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import typer
 
 from fersynth.errors import OutputError
-from fersynth.io import (
+from fersynth.runtime.io import (
     atomic_directory,
     atomic_write_bytes,
     check_output,
@@ -86,7 +86,7 @@ def test_a_read_only_mount_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
 
 # Holds the lock of argv[1] until killed, as a long stage run would.
 HOLDER = (
-    "import sys, time; from pathlib import Path; from fersynth.io import lock_outputs\n"
+    "import sys, time; from pathlib import Path; from fersynth.runtime.io import lock_outputs\n"
     "with lock_outputs([Path(sys.argv[1])]):\n"
     "    print('locked', flush=True); time.sleep(120)\n"
 )
@@ -233,7 +233,7 @@ def test_a_dataset_the_disk_cannot_hold_is_refused_before_writing(
     from .conftest import make_dataset
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr("fersynth.io.shutil.disk_usage", lambda _: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr("fersynth.runtime.io.shutil.disk_usage", lambda _: usage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(OutputError, match=r"needs 0\.00 GiB for its output but the disk has 0\.00 GiB free"):
         write_dataset(make_dataset(per_class=2, size=8), tmp_path / "out")
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []

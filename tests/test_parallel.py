@@ -14,13 +14,13 @@ import torch
 import yaml
 
 from fersynth import augment
-from fersynth.augment import augment_offline
 from fersynth.config import CANONICAL_CLASSES, AugmentOfflineConfig, FaceAlignConfig
 from fersynth.datasets.format import write_dataset
 from fersynth.datasets.sources import load_source
 from fersynth.errors import DataError
 from fersynth.faces import AlignResult, align_dataset
-from fersynth.parallel import Chunk, map_chunks
+from fersynth.offline_augmentation import augment_offline
+from fersynth.runtime.parallel import Chunk, map_chunks
 
 from .conftest import make_dataset, run_stage, shared_file
 

@@ -12,10 +12,10 @@ import torch
 
 from fersynth.config import ClassifierConfig, FaceAlignConfig
 from fersynth.datasets.format import Dataset
-from fersynth.device import training_precision
 from fersynth.errors import DataError, ParamsError
 from fersynth.models import build_classifier
-from fersynth.seeding import seed_everything
+from fersynth.runtime.device import training_precision
+from fersynth.runtime.seeding import seed_everything
 from fersynth.training import (
     _Budget,
     extract_features,
@@ -190,7 +190,7 @@ def test_fit_with_mixing_erasing_and_channels_last_learns_and_repeats(splits: tu
 
 
 def test_cpu_bf16_trains_in_mixed_precision(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("fersynth.device.cpu_computes_bf16", lambda: True)  # emulated, slowly, where it is not
+    monkeypatch.setattr("fersynth.runtime.device.cpu_computes_bf16", lambda: True)  # emulated, slowly, where it is not
     dataset = make_dataset(per_class=3, size=16)
     train, val = dataset.subset(dataset.splits != "val"), dataset.split("val")
     vgg = ClassifierConfig(arch="vgg", width=4, epochs=2, batch_size=4, cpu_bf16=True, channels_last=True)
@@ -203,7 +203,7 @@ def test_cpu_bf16_trains_in_mixed_precision(monkeypatch: pytest.MonkeyPatch) -> 
 def test_cpu_bf16_falls_back_to_fp32_where_the_cpu_has_no_bf16(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("fersynth.device.cpu_computes_bf16", lambda: False)
+    monkeypatch.setattr("fersynth.runtime.device.cpu_computes_bf16", lambda: False)
     assert training_precision(torch.device("cpu"), cpu_bf16=True).name == "fp32"
     assert "has no bf16 units" in caplog.text and "training in fp32" in caplog.text
     assert training_precision(torch.device("cpu"), cpu_bf16=False).name == "fp32"

@@ -49,10 +49,10 @@ from torch import nn
 from fersynth.config import CalibrateConfig, ClassifierConfig
 from fersynth.datasets.format import NO_LABEL, Dataset
 from fersynth.errors import DataError
-from fersynth.io import atomic_directory, remove_staging_of, write_json
 from fersynth.metrics import frechet_distance, macro_f1
 from fersynth.quality import synthetic_quality
 from fersynth.registry import Registry
+from fersynth.runtime.io import atomic_directory, remove_staging_of, write_json
 from fersynth.training import extract_features, fit_classifier, load_classifier, predict_proba, save_classifier
 
 log = logging.getLogger(__name__)

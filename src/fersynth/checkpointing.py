@@ -19,7 +19,7 @@ import torch
 
 from fersynth.datasets.format import Dataset
 from fersynth.errors import DataError
-from fersynth.torch_files import load_torch_file, save_torch_file
+from fersynth.runtime.torch_files import load_torch_file, save_torch_file
 
 log = logging.getLogger(__name__)
 

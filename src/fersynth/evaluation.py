@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fersynth.batch_augment import TestTimeAugmentation
 from fersynth.config import HELD_OUT_SET, EvaluateConfig, ExtraTestSet, FaceAlignConfig, ReadRules
 from fersynth.datasets.format import Dataset
 from fersynth.datasets.papers import PaperOptions
 from fersynth.datasets.sources import load_source
 from fersynth.errors import DataError
 from fersynth.faces import align_dataset
-from fersynth.io import atomic_directory, write_json
 from fersynth.metrics import classification_report_flat, confusion_rows
+from fersynth.online_augmentation import TestTimeAugmentation
+from fersynth.runtime.io import atomic_directory, write_json
 from fersynth.training import LoadedClassifier, load_classifier, predict_proba
 
 logger = logging.getLogger(__name__)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,9 +20,15 @@ from torch import nn
 
 from fersynth.errors import DataError
 from fersynth.models.base import Classifier
-from fersynth.prediction import OnnxFaceClassifier
+from fersynth.prediction import SIDECAR_SUFFIX, ModelCard, OnnxFaceClassifier, sidecar_record
+from fersynth.runtime.io import write_json
 from fersynth.training import LoadedClassifier, predict_proba
 
+ONNX_FILE = "classifier.onnx"
+PARITY_BATCH = 64
+# Float32 graphs differ from PyTorch's kernels in the last bits; a probability further off is a wrong export.
+MAX_PROBABILITY_DIFFERENCE = 1e-4
+# The headline figures of the run the model came from, copied into the sidecar.
 OPSET = 18  # onnxruntime has run opset 18 since 1.14; the dynamo exporter's lowest well-tested one
 INPUT_NAME, OUTPUT_NAME = "faces", "probabilities"
 EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx")  # their INFO lines narrate graph passes
@@ -95,3 +103,23 @@ def check_parity(classifier: LoadedClassifier, onnx: OnnxFaceClassifier, faces: 
     agreement = float(np.mean(expected.argmax(axis=1) == found.argmax(axis=1))) if len(faces) else 1.0
     difference = float(np.abs(expected - found).max()) if len(faces) else 0.0
     return Parity(len(faces), agreement, difference)
+
+
+def export_classifier(
+    classifier: LoadedClassifier, faces: np.ndarray, onnx_path: Path, provenance: Mapping[str, Any]
+) -> Parity:
+    """The export stage's work: `onnx_path` and its sidecar (the model card, `provenance`, opset, preprocessing),
+    then their parity with PyTorch on `faces`; a DataError unless every top class agrees and no probability
+    differs by more than MAX_PROBABILITY_DIFFERENCE (the stage then writes nothing)."""
+    export_onnx(classifier, onnx_path)
+    card = ModelCard(classifier.classes, classifier.image_shape, classifier.face_align_or_default())
+    sidecar = sidecar_record(card, dict(provenance)) | {"opset": OPSET, "preprocessing": PREPROCESSING}
+    write_json(onnx_path.with_suffix(SIDECAR_SUFFIX), sidecar)
+    parity = check_parity(classifier, OnnxFaceClassifier(onnx_path), faces, PARITY_BATCH)
+    if parity.argmax_agreement < 1.0 or parity.max_probability_difference > MAX_PROBABILITY_DIFFERENCE:
+        raise DataError(
+            f"the ONNX export disagrees with PyTorch on the test split: top class agrees on "
+            f"{parity.argmax_agreement:.2%} of {parity.images} faces, probabilities differ by up to "
+            f"{parity.max_probability_difference:.2g} (at most {MAX_PROBABILITY_DIFFERENCE:g} allowed); nothing written"
+        )
+    return parity

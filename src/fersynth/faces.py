@@ -27,7 +27,7 @@ import numpy as np
 from fersynth.config import FaceAlignConfig
 from fersynth.datasets.format import SPLITS, Dataset
 from fersynth.errors import DataError
-from fersynth.parallel import Chunk, map_chunks
+from fersynth.runtime.parallel import Chunk, map_chunks
 
 if TYPE_CHECKING:
     from facenet_pytorch import MTCNN

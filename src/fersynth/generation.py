@@ -28,9 +28,9 @@ from fersynth.editing import SourceFaces, check_source_classes, source_face_marg
 from fersynth.editor import EDITOR_FILE, load_editor
 from fersynth.errors import DataError, ParamsError
 from fersynth.gan.generator import GENERATOR_FILE, load_generator
-from fersynth.io import atomic_directory
 from fersynth.preview import class_grid, placeholder_png, png_bytes
-from fersynth.progress import progress_bar
+from fersynth.runtime.io import atomic_directory
+from fersynth.runtime.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

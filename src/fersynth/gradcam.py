@@ -20,8 +20,8 @@ from pytorch_grad_cam import GradCAM, HiResCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from torch import nn
 
-from fersynth.io import atomic_write_bytes
 from fersynth.models import Classifier
+from fersynth.runtime.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

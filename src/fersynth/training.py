@@ -20,12 +20,15 @@ import torch
 import torch.nn.functional as F
 from dvclive import Live
 
-from fersynth.batch_augment import BatchMix, TestTimeAugmentation, augment_batch, draw_mix, tta_views
 from fersynth.checkpointing import load_checkpoint, restore_rng, save_checkpoint, training_fingerprint
 from fersynth.config import ClassifierConfig, FaceAlignConfig
 from fersynth.datasets.format import Dataset
-from fersynth.device import Precision, default_device, step_optimizer, training_precision
-from fersynth.distributed import (
+from fersynth.errors import DataError, ParamsError
+from fersynth.metrics import macro_f1
+from fersynth.models import Classifier, build_classifier, count_parameters, parameter_groups
+from fersynth.online_augmentation import BatchMix, TestTimeAugmentation, augment_batch, draw_mix, tta_views
+from fersynth.runtime.device import Precision, default_device, step_optimizer, training_precision
+from fersynth.runtime.distributed import (
     check_shards,
     computed_on_main_process,
     data_parallel,
@@ -37,12 +40,9 @@ from fersynth.distributed import (
     sum_over_processes,
     world_size,
 )
-from fersynth.errors import DataError, ParamsError
-from fersynth.metrics import macro_f1
-from fersynth.models import Classifier, build_classifier, count_parameters, parameter_groups
-from fersynth.progress import progress_bar
-from fersynth.seeding import seed_everything
-from fersynth.torch_files import MISFIT, describe, load_fersynth_file, save_torch_file
+from fersynth.runtime.progress import progress_bar
+from fersynth.runtime.seeding import seed_everything
+from fersynth.runtime.torch_files import MISFIT, describe, load_fersynth_file, save_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class FitResult:
     epochs_reached: float  # epochs trained, the last one counted by its share of batches when a budget cut it short
     stopped_by_budget: bool  # config.time_budget_minutes (or images_budget) ran out before config.epochs did
     device: str  # where it trained, e.g. "cpu" or "cuda:0" (rank 0's)
-    precision: str  # "fp32", "bf16-amp" or "fp16-amp" (fersynth.device.Precision)
+    precision: str  # "fp32", "bf16-amp" or "fp16-amp" (fersynth.runtime.device.Precision)
     processes: int  # DistributedDataParallel ranks that trained it together
 
 
@@ -180,7 +180,7 @@ def fit_classifier(
     the wall clock decide when training stops and how the learning rate anneals. `device` defaults to a GPU when
     there is one; there, training runs in mixed precision.
 
-    In a process group (fersynth.distributed) every rank draws the same batches and trains on its shard
+    In a process group (fersynth.runtime.distributed) every rank draws the same batches and trains on its shard
     of each; rank 0 alone evaluates, so pass `live` on rank 0 only.
 
     An epoch that ends with a non-finite loss or weight raises a ParamsError naming `params_key`'s learning rate:

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fersynth.datasets.format import Dataset
-from fersynth.progress import track
+from fersynth.runtime.progress import track
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from fersynth.errors import DataError
-from fersynth.io import atomic_directory, check_free_space
 from fersynth.preview import save_preview
+from fersynth.runtime.io import atomic_directory, check_free_space
 
 IMAGES_FILE = "images.npy"
 MANIFEST_FILE = "manifest.csv"

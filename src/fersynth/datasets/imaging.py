@@ -36,7 +36,7 @@ from PIL import Image, ImageMode, ImageOps
 from fersynth.config import ReadRules
 from fersynth.datasets.archive import FileTree, Tally
 from fersynth.errors import DataError
-from fersynth.progress import track
+from fersynth.runtime.progress import track
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ from fersynth.datasets.papers import PaperOptions  # importing papers registers 
 from fersynth.datasets.splits import carve_splits
 from fersynth.datasets.tables import csv_table
 from fersynth.errors import DataError
-from fersynth.progress import track
+from fersynth.runtime.progress import track
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from diffusers.loaders.single_file_utils import fetch_diffusers_config, load_sin
 from huggingface_hub import snapshot_download
 
 from fersynth.config import DiffusionConfig
-from fersynth.device import default_device
 from fersynth.errors import DataError, ParamsError
+from fersynth.runtime.device import default_device
 
 Task = Literal["text2img", "img2img"]
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from fersynth.editor.models import EditorArchitecture, EditorGenerator, condition_vectors
 from fersynth.preview import LABEL_WIDTH, PAIR_TILE, TITLE_HEIGHT, to_rgb
-from fersynth.torch_files import load_fersynth_file, save_torch_file
+from fersynth.runtime.torch_files import load_fersynth_file, save_torch_file
 
 EDITOR_FILE = "editor.pt"
 FILE_FORMAT = "fersynth-expression-editor/1"

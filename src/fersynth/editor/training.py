@@ -24,7 +24,6 @@ from dvclive import Live
 
 from fersynth.config import TrainEditorConfig
 from fersynth.datasets.format import Dataset
-from fersynth.device import default_device, step_optimizer, training_precision
 from fersynth.editor.editor import ExpressionEditor
 from fersynth.editor.models import (
     EditorArchitecture,
@@ -34,8 +33,9 @@ from fersynth.editor.models import (
     parameter_count,
 )
 from fersynth.errors import DataError
-from fersynth.progress import progress_bar
-from fersynth.seeding import seed_everything
+from fersynth.runtime.device import default_device, step_optimizer, training_precision
+from fersynth.runtime.progress import progress_bar
+from fersynth.runtime.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 

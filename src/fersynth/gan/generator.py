@@ -12,7 +12,7 @@ import torch
 
 from fersynth.gan.models import GanArchitecture, Generator
 from fersynth.preview import class_grid
-from fersynth.torch_files import load_fersynth_file, save_torch_file
+from fersynth.runtime.torch_files import load_fersynth_file, save_torch_file
 
 GENERATOR_FILE = "generator.pt"
 FILE_FORMAT = "fersynth-gan-generator/1"

@@ -4,7 +4,7 @@ Each GAN to train is a `TrainingUnit`. The loop checkpoints every `checkpoint_ev
 (weights, optimisers, EMA, sampler and global RNG states), so an interrupted run resumes where it
 stopped and ends with the same weights as an uninterrupted one.
 
-In a process group (fersynth.distributed) G and D train under DistributedDataParallel: every rank draws
+In a process group (fersynth.runtime.distributed) G and D train under DistributedDataParallel: every rank draws
 the same real batches, noise and augmentations as one process would and trains on its shard of each
 batch; rank 0 alone writes checkpoints, which resume in one process or several alike.
 """
@@ -29,8 +29,13 @@ from torch import nn
 from fersynth.checkpointing import load_checkpoint, restore_rng, save_checkpoint, training_fingerprint
 from fersynth.config import TrainGanConfig
 from fersynth.datasets.format import Dataset, concatenate
-from fersynth.device import default_device, step_optimizer, training_precision
-from fersynth.distributed import (
+from fersynth.errors import DataError
+from fersynth.gan.augment import diff_augment
+from fersynth.gan.generator import GanGenerator
+from fersynth.gan.models import Discriminator, GanArchitecture, Generator, upsampling_steps
+from fersynth.registry import Registry
+from fersynth.runtime.device import default_device, step_optimizer, training_precision
+from fersynth.runtime.distributed import (
     check_shards,
     data_parallel,
     is_main_process,
@@ -40,14 +45,9 @@ from fersynth.distributed import (
     sum_over_processes,
     world_size,
 )
-from fersynth.errors import DataError
-from fersynth.gan.augment import diff_augment
-from fersynth.gan.generator import GanGenerator
-from fersynth.gan.models import Discriminator, GanArchitecture, Generator, upsampling_steps
-from fersynth.progress import progress_bar
-from fersynth.registry import Registry
-from fersynth.seeding import seed_everything
-from fersynth.torch_files import MISFIT, describe
+from fersynth.runtime.progress import progress_bar
+from fersynth.runtime.seeding import seed_everything
+from fersynth.runtime.torch_files import MISFIT, describe
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class GanResult:
     batch_size: int
     train_images: int
     device: str  # where it trained, e.g. "cpu" or "cuda:0" (rank 0's)
-    precision: str  # "fp32", "bf16-amp" or "fp16-amp" (fersynth.device.Precision)
+    precision: str  # "fp32", "bf16-amp" or "fp16-amp" (fersynth.runtime.device.Precision)
     processes: int  # DistributedDataParallel ranks that trained it together
     resumed_epochs: int = 0  # epochs restored from the checkpoint instead of trained in this run
 
@@ -160,7 +160,7 @@ def train_gan(
     restored = restore_run(saved, run, units, unit_arch, config, seed, device) if saved else None
     resumed_epochs = len(run.history)
     if live is not None:
-        # `live` starts empty (DVC and fersynth.live clear it): replay the restored epochs, so the curves end at
+        # `live` starts empty (DVC and fersynth.runtime.live clear it): replay the restored epochs, so the curves end at
         # the checkpoint's epoch whatever a killed run had logged after it.
         for entry in run.history:
             log_epoch(live, entry, config.mode)

@@ -10,7 +10,7 @@ from torch import nn
 
 from fersynth.errors import DataError
 from fersynth.models.base import CLASSIFIERS, IMAGENET_MEAN, IMAGENET_STD, Classifier, InputAdapter
-from fersynth.torch_files import MISFIT, describe, load_torch_file
+from fersynth.runtime.torch_files import MISFIT, describe, load_torch_file
 
 if TYPE_CHECKING:
     from fersynth.config import ClassifierConfig

@@ -16,7 +16,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from fersynth.io import atomic_write_bytes
+from fersynth.runtime.io import atomic_write_bytes
 
 MISSING = "—"
 

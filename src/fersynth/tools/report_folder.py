@@ -17,7 +17,7 @@ from typing import Any
 
 from fersynth.config import read_yaml_file
 from fersynth.errors import DataError, ParamsError
-from fersynth.io import atomic_directory
+from fersynth.runtime.io import atomic_directory
 from fersynth.tools import report
 from fersynth.tools.experiments import resolve_revision
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fersynth.batch_augment import BatchMix, augment_batch, draw_mix, tta_views
+from fersynth.online_augmentation import BatchMix, augment_batch, draw_mix, tta_views
 
 
 def _images(count: int = 8, size: int = 12, channels: int = 1) -> np.ndarray:

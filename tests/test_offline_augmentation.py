@@ -5,8 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fersynth.augment import _seed_for_image, augment_offline, build_pipeline
 from fersynth.config import AugmentOfflineConfig
+from fersynth.offline_augmentation import _seed_for_image, augment_offline, build_pipeline
 
 from .conftest import make_dataset
 

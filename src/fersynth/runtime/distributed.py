@@ -25,8 +25,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from fersynth.device import resolve_device
 from fersynth.errors import ParamsError
+from fersynth.runtime.device import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import torch
 
 from fersynth.errors import DataError
-from fersynth.io import atomic_write_bytes
+from fersynth.runtime.io import atomic_write_bytes
 
 # How torch.load fails on a file it cannot read: a pickle of other objects (UnpicklingError), a truncated or
 # damaged archive (RuntimeError, BadZipFile, EOFError), a file that is no torch file at all (ValueError, or

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from typing import Generic, Protocol, Self, TypeVar
 
-from fersynth.progress import progress_bar
+from fersynth.runtime.progress import progress_bar
 
 
 class Sliceable(Protocol):

@@ -19,7 +19,7 @@ import numpy as np
 
 from fersynth.config import AugmentOfflineConfig
 from fersynth.datasets.format import Dataset
-from fersynth.parallel import Chunk, map_chunks
+from fersynth.runtime.parallel import Chunk, map_chunks
 
 if TYPE_CHECKING:
     import albumentations as A
