@@ -206,3 +206,90 @@ def test_a_long_bad_value_is_quoted_short_and_many_errors_are_counted() -> None:
     assert lines[1].startswith("  - common.classes: Value error, unknown class 'xxx") and "fetch.source" in lines[2]
     assert len(lines) == 1 + MAX_ERRORS_LISTED + 1 and lines[-1] == "  - ... and 81 more"
     assert max(map(len, lines)) < 600  # a key, the message and the value, each clipped
+
+
+TWO_CLASSES = {"classes": ["happy", "sad"]}
+
+
+def test_generate_counts_name_only_common_classes_when_they_are_the_target() -> None:
+    counts = {"target": "counts", "counts": {"sad": 1, "angry": 2}}
+    with pytest.raises(ParamsError, match=r"generate\.counts: unknown class 'angry'; classes are \['happy', 'sad'\]"):
+        load_params({"common": TWO_CLASSES, "generate": counts})
+    load_params({"common": TWO_CLASSES, "generate": {**counts, "target": "per_class"}})  # counts unread
+
+
+@pytest.mark.parametrize("generate", [{"backend": "editor"}, {"backend": "hybrid", "hybrid": {"sd_img2img": 1.0}}])
+def test_edit_source_classes_must_be_common_classes_when_faces_are_edited(generate: dict[str, Any]) -> None:
+    message = r"generate\.edit\.source_classes: names 'neutral', which is not in common\.classes \['happy', 'sad'\]"
+    with pytest.raises(ParamsError, match=message):
+        load_params({"common": TWO_CLASSES, "generate": generate})  # source_classes: [neutral] by default
+    load_params({"common": TWO_CLASSES, "generate": {**generate, "edit": {"source_classes": ["sad"]}}})
+    load_params({"common": TWO_CLASSES})  # the GAN edits no face
+
+
+@pytest.mark.parametrize("backend", ["sd_text2img", "sd_img2img"])
+def test_every_class_needs_an_expression_when_the_pipeline_is_prompted(backend: str) -> None:
+    partial = {"backend": backend, "edit": {"source_classes": ["happy"]}, "diffusion": {"expressions": {"happy": "x"}}}
+    with pytest.raises(ParamsError, match=r"generate\.diffusion\.expressions: no expression for \['sad'\]"):
+        load_params({"common": TWO_CLASSES, "generate": partial})
+    load_params({"common": {"classes": ["happy", "neutral"]}, "generate": {**partial, "backend": "gan"}})
+
+
+def test_cross_section_problems_are_listed_together() -> None:
+    generate = {"backend": "sd_img2img", "target": "counts", "counts": {"angry": 1}, "diffusion": {"expressions": {}}}
+    with pytest.raises(ParamsError) as refused:
+        load_params({"common": TWO_CLASSES, "generate": generate})
+    keys = [line.split(":")[0] for line in str(refused.value).splitlines()[1:]]
+    assert keys == ["  - generate.counts", "  - generate.edit.source_classes", "  - generate.diffusion.expressions"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("a {mood} face with {expression}", r"names \{mood\}; it may only name \{age\}, \{gender\}"),
+        ("a {} face", r"cannot be filled in \(IndexError"),
+        ("a {age!z} face", r"cannot be filled in \(ValueError"),
+        ("a face}", r"is not a valid template"),
+    ],
+)
+def test_diffusion_prompts_that_cannot_be_filled_in_are_refused(prompt: str, message: str) -> None:
+    with pytest.raises(ParamsError, match=r"generate\.diffusion: Value error, generate\.diffusion\.prompt " + message):
+        load_params({"generate": {"diffusion": {"prompt": prompt}}})
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("a {age} face with {expression}", r"names \{age\}; it may only name \{expression\}"),
+        ("a face with {expression:d}", r"cannot be filled in \(ValueError"),
+        ("a face with {expression", r"is not a valid template"),
+    ],
+)
+def test_an_edit_prompt_that_cannot_be_filled_in_is_refused_when_sd_img2img_reads_it(prompt: str, message: str) -> None:
+    with pytest.raises(ParamsError, match=r"generate\.edit\.prompt: " + message):
+        load_params({"generate": {"backend": "sd_img2img", "edit": {"prompt": prompt}}})
+    load_params({"generate": {"backend": "editor", "edit": {"prompt": prompt}}})  # the editor reads no prompt
+
+
+def test_a_local_diffusion_pipeline_must_live_under_models_diffusion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local pipeline is an external input (DVC must see it change); a hub id names no local path."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights" / "sd").mkdir(parents=True)  # looks like a hub id, but a folder is read first
+    (tmp_path / "models" / "diffusion" / "sd").mkdir(parents=True)
+    text2img = {"backend": "sd_text2img"}
+    for model in ("weights/sd", str(tmp_path / "nowhere" / "sd")):  # a missing path is no hub id either
+        outside = load_params({"generate": {**text2img, "diffusion": {"model": model}}})
+        with pytest.raises(ParamsError, match=rf"generate\.diffusion\.model: {re.escape(model)} is outside models/di"):
+            check_tracked_inputs(outside, repo_root=tmp_path)
+    inside = load_params({"generate": {**text2img, "diffusion": {"model": "models/diffusion/sd"}}})
+    assert [(given.key, given.kind) for given in inside.external_inputs()] == [("generate.diffusion.model", "pipeline")]
+    check_tracked_inputs(inside, repo_root=tmp_path)
+    edits = load_params({"generate": {"backend": "hybrid", "hybrid": {"gan": 0.5, "sd_img2img": 0.5}}})
+    assert [given.key for given in edits.external_inputs()] == ["generate.diffusion.model"]
+    hub = load_params({"generate": {**text2img, "diffusion": {"model": "org/model", "revision": "abc"}}})
+    assert hub.external_inputs() == []
+    for backend in ("gan", "editor"):  # neither reads the pipeline
+        unread = load_params({"generate": {"backend": backend, "diffusion": {"model": "weights/sd"}}})
+        assert unread.external_inputs() == []

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -102,9 +103,18 @@ def test_generator_of_another_image_size_is_refused(workspace: Path) -> None:
 
 
 # The committed tiny pipeline (random weights: it draws noise, so no face detector); two steps keep it fast.
-TINY_DIFFUSION = {"model": str(REPO_ROOT / "models" / "diffusion" / "tiny-sd"), "steps": 2, "face_detector": "none"}
+TINY_DIFFUSION = {"model": "models/diffusion/tiny-sd", "steps": 2, "face_detector": "none"}
 
 
+@pytest.fixture
+def tiny_pipeline(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in the workspace as DVC runs a stage in its repository, with the tiny pipeline under models/diffusion/:
+    a local pipeline elsewhere is refused, like any external input outside its tracked folder."""
+    shutil.copytree(REPO_ROOT / "models" / "diffusion" / "tiny-sd", workspace / "models" / "diffusion" / "tiny-sd")
+    monkeypatch.chdir(workspace)
+
+
+@pytest.mark.usefixtures("tiny_pipeline")
 def test_text_to_image_backend_writes_aligned_diffusion_rows(workspace: Path) -> None:
     counts = {"disgust": 3, "fear": 2}
     code, output = invoke(
@@ -118,6 +128,7 @@ def test_text_to_image_backend_writes_aligned_diffusion_rows(workspace: Path) ->
     assert (workspace / "grids" / "diffusion.png").is_file()
 
 
+@pytest.mark.usefixtures("tiny_pipeline")
 def test_faceless_diffusion_images_are_dropped_and_counted(workspace: Path) -> None:
     code, output = invoke(
         workspace,
@@ -133,6 +144,7 @@ def test_faceless_diffusion_images_are_dropped_and_counted(workspace: Path) -> N
     assert "sad" in output and "notmade" in output.replace(" ", "")
 
 
+@pytest.mark.usefixtures("tiny_pipeline")
 def test_hybrid_draws_each_backends_share_and_edits_keep_their_origin(workspace: Path) -> None:
     code, output = invoke(
         workspace,
@@ -153,10 +165,19 @@ def test_hybrid_draws_each_backends_share_and_edits_keep_their_origin(workspace:
     assert sorted(path.name for path in (workspace / "grids").iterdir()) == ["edit.png", "gan.png"]
 
 
+@pytest.mark.usefixtures("tiny_pipeline")
 def test_missing_diffusion_model_says_how_to_get_one(workspace: Path) -> None:
-    missing = {**TINY_DIFFUSION, "model": str(workspace / "models" / "sd15")}
+    missing = {**TINY_DIFFUSION, "model": "models/diffusion/sd15"}
     code, output = invoke(workspace, backend="sd_text2img", target="per_class", per_class=1, diffusion=missing)
     assert code == 1
     flat = output.replace(" ", "").replace("\n", "")
     assert "generate.diffusion.model" in flat and "hfdownload" in flat
+    assert not (workspace / "generated").exists()
+
+
+def test_a_local_pipeline_outside_models_diffusion_is_refused_before_loading(workspace: Path) -> None:
+    elsewhere = {**TINY_DIFFUSION, "model": str(REPO_ROOT / "models" / "diffusion" / "tiny-sd")}  # not this repo's
+    code, output = invoke(workspace, backend="sd_text2img", target="per_class", per_class=1, diffusion=elsewhere)
+    assert code == 1
+    assert "generate.diffusion.model:" in output and "isoutsidemodels/diffusion/" in output
     assert not (workspace / "generated").exists()

@@ -8,6 +8,7 @@ and a typo in any section fails the first stage that runs.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import reprlib
 import string
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from yaml.error import Mark
 from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode
 
@@ -289,13 +291,13 @@ class DiffusionConfig(Section):
 
     @model_validator(mode="after")
     def _prompt_fields_known(self) -> DiffusionConfig:
-        fields = {name for _, name, _, _ in string.Formatter().parse(self.prompt) if name}
-        unknown = sorted(fields - set(self.attributes) - {"expression"})
-        if unknown:
-            raise ValueError(f"generate.diffusion.prompt names {{{unknown[0]}}}, which is not in attributes")
         empty = sorted(name for name, values in self.attributes.items() if not values)
         if empty:
             raise ValueError(f"generate.diffusion.attributes.{empty[0]} lists no values")
+        drawn = {name: values[0] for name, values in self.attributes.items()}  # each image draws one of each
+        problem = template_problem(self.prompt, {**drawn, "expression": ""})
+        if problem:
+            raise ValueError(f"generate.diffusion.prompt {problem}")
         return self
 
 
@@ -327,6 +329,37 @@ class EditConfig(Section):
         return classes
 
 
+def template_problem(template: str, values: Mapping[str, str]) -> str | None:
+    """What keeps a prompt template from being filled in with `values`, the only fields it may name; None if
+    nothing. A class's prompt is built this way at generate, so a template that fails here would fail there."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError as error:  # a lone { or }
+        return f"is not a valid template ({error})"
+    unknown = sorted(fields - set(values))
+    if unknown:
+        return f"names {{{unknown[0]}}}; it may only name {', '.join(f'{{{name}}}' for name in values)}"
+    try:
+        template.format(**values)
+    except (IndexError, KeyError, ValueError, AttributeError, TypeError) as error:  # {} or {0}, a bad !r or :d
+        return f"cannot be filled in ({type(error).__name__}: {error})"
+    return None
+
+
+# Backends that load generate.diffusion.model and prompt it with generate.diffusion.expressions; backends that edit
+# real train faces of generate.edit.source_classes.
+PIPELINE_BACKENDS: frozenset[str] = frozenset({"sd_text2img", "sd_img2img"})
+EDIT_BACKENDS: frozenset[str] = frozenset({"sd_img2img", "editor"})
+# A hub id `org/name` (how fersynth.diffusion.pipelines reads generate.diffusion.model): a model that is no
+# existing file or folder and matches this names no local path.
+HUB_ID = re.compile(r"[\w-][\w.-]*/[\w.-]+")
+
+
+def is_hub_id(model: str) -> bool:
+    """Whether generate.diffusion.model is read as a hub id: as the loader reads it, a local file or folder first."""
+    return not os.path.exists(model) and HUB_ID.fullmatch(model) is not None  # os.path: False on a NUL or long name
+
+
 class GenerateConfig(Section):
     backend: SynthesisBackendName | Literal["hybrid"] = "gan"
     # backend=hybrid: the share of every class's planned images each backend draws (shares sum to 1)
@@ -352,6 +385,14 @@ class GenerateConfig(Section):
     def backend_shares(self) -> dict[SynthesisBackendName, float]:
         """Each backend that runs and its share of every class's planned images."""
         return dict(self.hybrid) if self.backend == "hybrid" else {self.backend: 1.0}
+
+    def reads_pipeline(self) -> bool:
+        """Whether a backend that runs loads `diffusion.model` (and prompts it with `diffusion.expressions`)."""
+        return not PIPELINE_BACKENDS.isdisjoint(self.backend_shares())
+
+    def edits_real_faces(self) -> bool:
+        """Whether a backend that runs edits real faces of `edit.source_classes`."""
+        return not EDIT_BACKENDS.isdisjoint(self.backend_shares())
 
 
 class ClassifierConfig(Section):
@@ -515,6 +556,45 @@ class Params(Section):
     train: ClassifierConfig = Field(default_factory=ClassifierConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
+    @model_validator(mode="after")
+    def _sections_agree(self) -> Params:
+        """Checks that span sections, run by every stage: a library caller given a dataset repeats them (generation,
+        editing and the diffusion backends check against the dataset's classes)."""
+        problems = self._disagreements()
+        if problems:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+                    for loc, message, value in problems
+                ],
+            )
+        return self
+
+    def _disagreements(self) -> list[tuple[tuple[str, ...], str, Any]]:
+        """(key, message, value) of every setting that other sections' settings make unusable."""
+        classes, generate = self.common.classes, self.generate
+        problems: list[tuple[tuple[str, ...], str, Any]] = []
+        unknown = [name for name in generate.counts if name not in classes]
+        if generate.target == "counts" and unknown:
+            message = f"unknown class {unknown[0]!r}; classes are {classes} (common.classes)"
+            problems.append((("generate", "counts"), message, generate.counts))
+        unknown = [name for name in generate.edit.source_classes if name not in classes]
+        if generate.edits_real_faces() and unknown:
+            message = f"names {unknown[0]!r}, which is not in common.classes {classes}"
+            problems.append((("generate", "edit", "source_classes"), message, generate.edit.source_classes))
+        missing = [name for name in classes if name not in generate.diffusion.expressions]
+        if generate.reads_pipeline() and missing:
+            message = (
+                f"no expression for {missing} of common.classes: each class's prompt asks for one, "
+                f"e.g. {missing[0]}: 'a {missing[0]} face'"
+            )
+            problems.append((("generate", "diffusion", "expressions"), message, generate.diffusion.expressions))
+        problem = template_problem(generate.edit.prompt, {"expression": ""})
+        if "sd_img2img" in generate.backend_shares() and problem:  # the one backend that reads it
+            problems.append((("generate", "edit", "prompt"), problem, generate.edit.prompt))
+        return problems
+
     def external_inputs(self) -> list[ExternalInput]:
         """Every file or folder the pipeline reads from outside its own outputs, with its params key."""
         inputs = [ExternalInput("fetch.path", self.fetch.path, "dataset")]
@@ -536,6 +616,10 @@ class Params(Section):
             ExternalInput(f"calibrate.teacher_checkpoints[{index}]", path, "weights")
             for index, path in enumerate(self.calibrate.teacher_checkpoints)
         ]
+        model = self.generate.diffusion.model
+        # Only a local pipeline is a file DVC must see: a hub id (pinned by its revision) names no path here.
+        if self.generate.reads_pipeline() and not is_hub_id(model):
+            inputs.append(ExternalInput("generate.diffusion.model", model, "pipeline"))
         return [given for given in inputs if given.path]
 
 
@@ -543,7 +627,7 @@ class Params(Section):
 class ExternalInput:
     key: str  # dotted params key, for error messages
     path: str
-    kind: Literal["dataset", "weights"]
+    kind: Literal["dataset", "weights", "pipeline"]
 
 
 def read_yaml_file(path: Path, what: str) -> Any:

@@ -10,7 +10,6 @@ Pickled weights run code when loaded, so they are refused unless `allow_pickle` 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +29,7 @@ from diffusers import (
 from diffusers.loaders.single_file_utils import fetch_diffusers_config, load_single_file_checkpoint
 from huggingface_hub import snapshot_download
 
-from fersynth.config import DiffusionConfig
+from fersynth.config import DiffusionConfig, is_hub_id
 from fersynth.errors import DataError, ParamsError
 from fersynth.runtime.device import default_device
 
@@ -56,7 +55,6 @@ SCHEDULERS = {
     "pndm": PNDMScheduler,
 }
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-HUB_ID = re.compile(r"[\w-][\w.-]*/[\w.-]+")
 
 
 def load_pipeline(config: DiffusionConfig, task: Task, device: torch.device | None = None) -> DiffusionPipeline:
@@ -101,7 +99,7 @@ def _load(config: DiffusionConfig, task: Task, dtype: torch.dtype) -> DiffusionP
         return _from_directory(path, config, task, dtype)
     if path.is_file():
         return _from_single_file(path, config, task, dtype)
-    if HUB_ID.fullmatch(config.model):
+    if is_hub_id(config.model):
         return _from_hub(config, task, dtype)
     raise ParamsError(f"{MODEL_KEY}: {config.model!r} does not exist; {HOW_TO_GET_WEIGHTS}")
 
