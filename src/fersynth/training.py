@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from dvclive import Live
+from rich.progress import Progress, TaskID
 
 from fersynth.checkpointing import load_checkpoint, restore_rng, save_checkpoint, training_fingerprint
 from fersynth.config import ClassifierConfig, FaceAlignConfig
@@ -194,8 +195,57 @@ def fit_classifier(
     _check_compatible(train, val)
     batches = _batches(np.arange(len(train)), config.batch_size)
     check_shards(min(len(batch) for batch in batches), f"train.batch_size {config.batch_size}")
-    rng = seed_everything(seed)
     device = device or default_device()
+    fit = _start_fit(train, config, seed, device)
+    fingerprint = _resume_fingerprint(train, val, config, seed) if resume is not None else ""
+    progress = _Progress() if resume is None else _resumed(resume, fingerprint, fit, seed, live)
+    logger.info(
+        "%s: %s, %d parameters, %d train / %d val images on %s (%s, %d process(es))",
+        description,
+        config.arch,
+        count_parameters(fit.model),
+        len(train),
+        len(val),
+        device,
+        fit.training.precision.name,
+        world_size(),
+    )
+    first_epoch = progress.epochs_done + 1
+    with progress_bar() as bar:
+        for epoch in range(first_epoch, config.epochs + 1):
+            if fit.budget.out_of_time():
+                break
+            if fit.body_weights and epoch in (first_epoch, config.head_only_epochs + 1):
+                _enter_phase(fit.body_weights, epoch > config.head_only_epochs, description)
+            title = f"{description} {epoch}/{fit.budget.epochs_text(config.epochs)}"
+            task = bar.add_task(title, total=len(batches), status="")
+            record, seconds, reached = _fit_epoch(fit, train, val, config, epoch, bar, task, description, params_key)
+            progress.add(record, seconds, reached, fit.model)
+            _log_epoch(live, record)
+            fit.budget.end_of_epoch(epoch)
+            if resume is not None and is_main_process():
+                _save_progress(resume, fingerprint, progress, fit)
+    return _best_of(fit, progress, config, description, device)
+
+
+@dataclass
+class _Fit:
+    """One fit's moving parts: the model and what updates it, what steps and bounds its rate, its batch stream,
+    and its targets."""
+
+    model: Classifier
+    training: _Training
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    budget: _Budget
+    rng: np.random.Generator  # the batch order and augmentation draws
+    body_weights: list[torch.nn.Parameter]  # held fixed in phase 1 of two-phase fine-tuning
+    targets: torch.Tensor
+    class_weights: torch.Tensor | None
+
+
+def _start_fit(train: Dataset, config: ClassifierConfig, seed: int, device: torch.device) -> _Fit:
+    """A fresh model, optimizer, schedule and budget, seeded: what epoch 1 starts from."""
+    rng = seed_everything(seed)
     height, _, channels = _image_shape(train)
     model = build_classifier(config, len(train.classes), channels, height).to(device)
     if config.channels_last:
@@ -211,90 +261,86 @@ def fit_classifier(
     class_weights = (
         _balanced_class_weights(targets, len(train.classes)) if config.class_weighting == "balanced" else None
     )
-    fingerprint = _resume_fingerprint(train, val, config, seed) if resume is not None else ""
-    progress = _Progress()
-    if resume is not None:
-        progress = _restored_progress(resume, fingerprint, model, training, scheduler, budget, rng) or progress
-        if progress.epochs_done:
-            seed_torch_per_rank(seed + progress.epochs_done)  # ranks but 0 draw on from a stream of their own
-        for record in progress.history:  # the curves show the whole run, not only what this process trained
-            _log_epoch(live, record)
-    history, epoch_seconds, best_state = progress.history, progress.epoch_seconds, progress.best_state
-    best = progress.best
-    epochs_reached = progress.epochs_reached
-    logger.info(
-        "%s: %s, %d parameters, %d train / %d val images on %s (%s, %d process(es))",
-        description,
-        config.arch,
-        count_parameters(model),
-        len(train),
-        len(val),
-        device,
-        training.precision.name,
-        world_size(),
+    return _Fit(model, training, scheduler, budget, rng, body_weights, targets, class_weights)
+
+
+def _resumed(resume: Path, fingerprint: str, fit: _Fit, seed: int, live: Live | None) -> _Progress:
+    """The progress `resume` holds for this exact run, loaded into `fit` (none: a fresh start), its epochs
+    replayed to `live` so the curves show the whole run, not only what this process trains."""
+    progress = _restored_progress(resume, fingerprint, fit) or _Progress()
+    if progress.epochs_done:
+        seed_torch_per_rank(seed + progress.epochs_done)  # ranks but 0 draw on from a stream of their own
+    for record in progress.history:
+        _log_epoch(live, record)
+    return progress
+
+
+def _enter_phase(body_weights: list[torch.nn.Parameter], phase_two: bool, description: str) -> None:
+    _set_trainable(body_weights, phase_two)
+    logger.info("%s: %s", description, "body trains too (phase 2)" if phase_two else "head alone (phase 1)")
+
+
+def _fit_epoch(
+    fit: _Fit,
+    train: Dataset,
+    val: Dataset,
+    config: ClassifierConfig,
+    epoch: int,
+    bar: Progress,
+    task: TaskID,
+    description: str,
+    params_key: str,
+) -> tuple[EpochRecord, float, float]:
+    """Train one epoch (or what the budget leaves of it), validate, step the schedule: the epoch's record, its
+    seconds, and the epochs reached so far (fractional when the budget ended it early)."""
+    started = time.perf_counter()
+    done = _train_epoch(
+        fit.training,
+        train.images,
+        fit.targets,
+        fit.class_weights,
+        config,
+        fit.rng,
+        on_batch=lambda loss: bar.update(task, advance=1, status=f"loss {loss:.3f}"),
+        stop_after_batch=partial(fit.budget.step, fit.training.optimizer, epoch),
     )
-    with progress_bar() as bar:
-        for epoch in range(progress.epochs_done + 1, config.epochs + 1):
-            if budget.out_of_time():
-                break
-            if body_weights and epoch in (progress.epochs_done + 1, config.head_only_epochs + 1):
-                phase_two = epoch > config.head_only_epochs
-                _set_trainable(body_weights, phase_two)
-                logger.info("%s: %s", description, "body trains too (phase 2)" if phase_two else "head alone (phase 1)")
-            title = f"{description} {epoch}/{budget.epochs_text(config.epochs)}"
-            task = bar.add_task(title, total=len(batches), status="")
-            started = time.perf_counter()
-            done = _train_epoch(
-                training,
-                train.images,
-                targets,
-                class_weights,
-                config,
-                rng,
-                on_batch=lambda loss, task=task: bar.update(task, advance=1, status=f"loss {loss:.3f}"),
-                stop_after_batch=partial(budget.step, optimizer, epoch),
-            )
-            train_loss = done.loss
-            _stop_if_diverged(train_loss, model, epoch, config, params_key)
-            lr = optimizer.param_groups[-1]["lr"]
-            validation_started = time.perf_counter()
-            # Rank 0 alone evaluates, and the others take its record: their batch-norm statistics are not the
-            # ones rank 0 saves, so their own scores could pick another best epoch (and other final weights).
-            record = computed_on_main_process(partial(_evaluate_epoch, model, val, epoch, train_loss, lr, config))
-            budget.validation_seconds = time.perf_counter() - validation_started
-            epochs_reached = epoch - 1 + done.share
-            elapsed = time.perf_counter() - started
-            bar.update(task, status=f"loss {train_loss:.3f}  val macro-F1 {record.val_macro_f1:.3f}")
-            logger.info("%s epoch %d: %.1f s, %.0f train images/s", description, epoch, elapsed, len(train) / elapsed)
-            if scheduler is not None:
-                scheduler.step()
-            history.append(record)
-            epoch_seconds.append(elapsed)
-            _log_epoch(live, record)
-            if best is None or record.val_macro_f1 > best.val_macro_f1:
-                best = record
-                best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
-            budget.end_of_epoch(epoch)
-            if resume is not None and is_main_process():
-                state = _Progress(epoch, history, epoch_seconds, best, best_state, epochs_reached)
-                _save_progress(resume, fingerprint, state, model, training, scheduler, budget, rng)
+    _stop_if_diverged(done.loss, fit.model, epoch, config, params_key)
+    lr = fit.training.optimizer.param_groups[-1]["lr"]
+    validation_started = time.perf_counter()
+    # Rank 0 alone evaluates, and the others take its record: their batch-norm statistics are not the
+    # ones rank 0 saves, so their own scores could pick another best epoch (and other final weights).
+    record = computed_on_main_process(partial(_evaluate_epoch, fit.model, val, epoch, done.loss, lr, config))
+    fit.budget.validation_seconds = time.perf_counter() - validation_started
+    elapsed = time.perf_counter() - started
+    bar.update(task, status=f"loss {done.loss:.3f}  val macro-F1 {record.val_macro_f1:.3f}")
+    logger.info("%s epoch %d: %.1f s, %.0f train images/s", description, epoch, elapsed, len(train) / elapsed)
+    if fit.scheduler is not None:
+        fit.scheduler.step()
+    return record, elapsed, epoch - 1 + done.share
+
+
+def _best_of(
+    fit: _Fit, progress: _Progress, config: ClassifierConfig, description: str, device: torch.device
+) -> FitResult:
+    """The model at its best val epoch, in eval mode and trainable as a whole, with the run's record."""
+    best = progress.best
     assert best is not None  # epochs >= 1, and a budget is first checked after a batch
-    _set_trainable(body_weights, True)  # a run that ended in phase 1 returns a model like any other
-    model.load_state_dict(best_state)
-    model.eval()
+    _set_trainable(fit.body_weights, True)  # a run that ended in phase 1 returns a model like any other
+    fit.model.load_state_dict(progress.best_state)
+    fit.model.eval()
     logger.info("%s: best val macro-F1 %.4f at epoch %d", description, best.val_macro_f1, best.epoch)
-    log_weights_digest([model])
+    log_weights_digest([fit.model])
     return FitResult(
-        model,
+        fit.model,
         best.epoch,
         best.val_macro_f1,
         best.val_accuracy,
-        history,
-        epoch_seconds,
-        epochs_reached=epochs_reached,
-        stopped_by_budget=epochs_reached < config.epochs,
+        progress.history,
+        progress.epoch_seconds,
+        epochs_reached=progress.epochs_reached,
+        stopped_by_budget=progress.epochs_reached < config.epochs,
         device=str(device),
-        precision=training.precision.name,
+        precision=fit.training.precision.name,
         processes=world_size(),
     )
 
@@ -543,6 +589,16 @@ class _Progress:
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     epochs_reached: float = 0.0
 
+    def add(self, record: EpochRecord, seconds: float, epochs_reached: float, model: Classifier) -> None:
+        """One more finished epoch; its weights become the best state when its val macro-F1 beats the best's."""
+        self.epochs_done = record.epoch
+        self.history.append(record)
+        self.epoch_seconds.append(seconds)
+        self.epochs_reached = epochs_reached
+        if self.best is None or record.val_macro_f1 > self.best.val_macro_f1:
+            self.best = record
+            self.best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+
 
 def _same_tensors(saved: object, expected: dict[str, torch.Tensor]) -> bool:
     """Whether `saved` is a state dict with exactly `expected`'s names and shapes."""
@@ -556,62 +612,45 @@ def _resume_fingerprint(train: Dataset, val: Dataset, config: ClassifierConfig, 
     return training_fingerprint(train, config.model_dump() | {"val": training_fingerprint(val, {}, 0)}, seed)
 
 
-def _save_progress(
-    path: Path,
-    fingerprint: str,
-    progress: _Progress,
-    model: Classifier,
-    training: _Training,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    budget: _Budget,
-    rng: np.random.Generator,
-) -> None:
+def _save_progress(path: Path, fingerprint: str, progress: _Progress, fit: _Fit) -> None:
     assert progress.best is not None  # saved after an epoch's validation
     state = {
         "epochs_done": progress.epochs_done,
-        "model": model.state_dict(),
-        "optimizer": training.optimizer.state_dict(),
-        "scheduler": None if scheduler is None else scheduler.state_dict(),
-        "scaler": training.scaler.state_dict(),
-        "generator": rng.bit_generator.state,  # the batch order and augmentation draws
+        "model": fit.model.state_dict(),
+        "optimizer": fit.training.optimizer.state_dict(),
+        "scheduler": None if fit.scheduler is None else fit.scheduler.state_dict(),
+        "scaler": fit.training.scaler.state_dict(),
+        "generator": fit.rng.bit_generator.state,
         "history": [asdict(record) for record in progress.history],
         "epoch_seconds": progress.epoch_seconds,
         "best_epoch": progress.best.epoch,
         "best_state": progress.best_state,
         "epochs_reached": progress.epochs_reached,
-        "budget": budget.progress(),
+        "budget": fit.budget.progress(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, RESUME_FORMAT, fingerprint, state)
 
 
-def _restored_progress(
-    path: Path,
-    fingerprint: str,
-    model: Classifier,
-    training: _Training,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    budget: _Budget,
-    rng: np.random.Generator,
-) -> _Progress | None:
+def _restored_progress(path: Path, fingerprint: str, fit: _Fit) -> _Progress | None:
     """The progress a checkpoint of this exact run holds, loaded into the model, optimizer and the rest; None
     (training from scratch, nothing changed) when there is none or it does not fit."""
     saved = load_checkpoint(path, RESUME_FORMAT, fingerprint)
     if saved is None:
         return None
-    if not _same_tensors(saved.get("model"), model.state_dict()):  # the code changed under the same params
+    if not _same_tensors(saved.get("model"), fit.model.state_dict()):  # the code changed under the same params
         logger.warning("%s: its weights do not fit this model; training from scratch", path)
         return None
     try:
         history = [EpochRecord(**record) for record in saved["history"]]
         best = next(record for record in history if record.epoch == saved["best_epoch"])
-        model.load_state_dict(saved["model"])
-        training.optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        training.scaler.load_state_dict(saved["scaler"])
-        rng.bit_generator.state = saved["generator"]
-        budget.restore(saved["budget"])
+        fit.model.load_state_dict(saved["model"])
+        fit.training.optimizer.load_state_dict(saved["optimizer"])
+        if fit.scheduler is not None:
+            fit.scheduler.load_state_dict(saved["scheduler"])
+        fit.training.scaler.load_state_dict(saved["scaler"])
+        fit.rng.bit_generator.state = saved["generator"]
+        fit.budget.restore(saved["budget"])
         restore_rng(saved["rng"])
         progress = _Progress(
             int(saved["epochs_done"]),
