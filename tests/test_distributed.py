@@ -19,12 +19,12 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from fersynth import distributed
 from fersynth.config import ClassifierConfig, TrainGanConfig
 from fersynth.datasets.format import Dataset, write_dataset
 from fersynth.errors import ParamsError
 from fersynth.gan.generator import load_generator
 from fersynth.gan.training import train_gan
+from fersynth.runtime import distributed
 from fersynth.runtime.device import resolve_device, training_precision
 from fersynth.runtime.distributed import Launch, needs_torchrun, shard, shard_weight, torchrun_launch
 from fersynth.training import fit_classifier, load_classifier

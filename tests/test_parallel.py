@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from fersynth import augment
+from fersynth import offline_augmentation
 from fersynth.config import CANONICAL_CLASSES, AugmentOfflineConfig, FaceAlignConfig
 from fersynth.datasets.format import write_dataset
 from fersynth.datasets.sources import load_source
@@ -104,7 +104,7 @@ def test_face_align_of_real_photos_is_identical_for_any_worker_or_thread_count()
 def test_augment_offline_is_identical_for_any_worker_count_and_chunk_size(
     chunk_size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(augment, "CHUNK_SIZE", chunk_size)
+    monkeypatch.setattr(offline_augmentation, "CHUNK_SIZE", chunk_size)
     dataset = make_dataset(per_class=17, size=24)  # 40 training images
     config = AugmentOfflineConfig(variants_per_image=2)
     assert_same_for_any_worker_count(
@@ -150,7 +150,7 @@ def stage_outputs(root: Path, stage: str, workers: int, monkeypatch: pytest.Monk
 def test_stage_writes_the_same_files_with_two_workers(
     stage: str, params: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(augment, "CHUNK_SIZE", 8)
+    monkeypatch.setattr(offline_augmentation, "CHUNK_SIZE", 8)
     dataset = make_dataset(per_class=6, size=48)
     write_dataset(replace(dataset, splits=np.full(len(dataset), "train", dtype=object)), tmp_path / "input")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
