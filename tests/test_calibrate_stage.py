@@ -180,3 +180,21 @@ def test_nothing_generated_trains_no_teacher_but_makes_the_declared_cache_folder
     assert code == 0, output
     assert (tmp_path / "teachers").is_dir() and not any((tmp_path / "teachers").iterdir())
     assert json.loads((tmp_path / "calibrate.json").read_text())["accepted_total"] == 0
+
+
+def test_calibrate_stage_vote_keeps_every_image_with_soft_labels(tmp_path: Path) -> None:
+    """SynFER's vote: every image kept, one-hot where both teachers agree with the intended class, else their mean."""
+    write_calibrate_inputs(tmp_path)
+    write_calibrate_params(tmp_path, policy="vote", ensemble_class_weightings=["none", "balanced"])
+    code, output = run_calibrate(tmp_path)
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "calibrate.json").read_text())
+    classes = make_dataset().classes
+    calibrated = read_dataset(tmp_path / "calibrated", classes)
+    assert metrics["accepted_total"] == len(calibrated) == 14 and calibrated.soft_labels is not None
+    one_hot = np.eye(len(classes), dtype=np.float32)[calibrated.intended]
+    kept_intended = (calibrated.soft_labels == one_hot).all(axis=1)
+    assert 0 < kept_intended.sum() == metrics["vote_agreed_total"] < 14  # seed 0: two images both teachers agree with
+    assert (calibrated.labels[kept_intended] == calibrated.intended[kept_intended]).all()
+    np.testing.assert_allclose(calibrated.soft_labels.sum(axis=1), 1.0, rtol=1e-5)
+    assert "vote_agreed_total" not in json.loads((tmp_path / "headline.json").read_text())  # a diagnostic

@@ -104,6 +104,63 @@ def test_soft_keeps_confident_images_with_probability_vectors() -> None:
     assert decide(PROBA, INTENDED, CalibrateConfig(policy="soft", threshold=0.0)).keep.all()
 
 
+# Two teachers' probabilities (M=2, N=4, K=3) of images intended as 0, 1, 2, 0.
+VOTE_MEMBERS = np.array(
+    [
+        [[0.60, 0.30, 0.10], [0.20, 0.70, 0.10], [0.50, 0.20, 0.30], [0.10, 0.10, 0.80]],
+        [[0.50, 0.10, 0.40], [0.50, 0.40, 0.10], [0.60, 0.10, 0.30], [0.40, 0.50, 0.10]],
+    ],
+    dtype=np.float32,
+)
+VOTE_INTENDED = np.array([0, 1, 2, 0], dtype=np.int64)
+
+
+def test_vote_keeps_the_intended_label_where_every_teacher_agrees_and_averages_elsewhere() -> None:
+    """Image 0: both teachers say angry, as intended. Image 1: the mean says happy, as intended, but one teacher
+    says angry. Image 2: the teachers agree with each other (angry), not with the intended sad. Image 3: neither
+    agrees."""
+    proba = VOTE_MEMBERS.mean(axis=0)
+    decision = decide(proba, VOTE_INTENDED, CalibrateConfig(policy="vote", threshold=0.9), members=VOTE_MEMBERS)
+    assert decision.keep.all()  # no selection: even a 0.9 threshold drops nothing
+    assert decision.labels.tolist() == [0, 1, 0, 2]
+    assert decision.soft_labels is not None and decision.soft_labels.dtype == np.float32
+    np.testing.assert_array_equal(decision.soft_labels[0], [1.0, 0.0, 0.0])  # the intended label, exactly
+    np.testing.assert_allclose(decision.soft_labels[1:], [[0.35, 0.55, 0.10], [0.55, 0.15, 0.30], [0.25, 0.30, 0.45]])
+    np.testing.assert_allclose(decision.confidence, [0.55, 0.55, 0.55, 0.45])
+    assert decision.thresholds.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_vote_with_one_teacher_agrees_where_its_argmax_is_the_intended_class() -> None:
+    expected = np.eye(3, dtype=np.float32)[INTENDED]
+    expected[2] = PROBA[2]  # the only row whose argmax (happy) is not the intended angry
+    for members in (None, PROBA[np.newaxis]):
+        decision = decide(PROBA, INTENDED, CalibrateConfig(policy="vote"), members=members)
+        assert decision.keep.all()
+        assert decision.labels.tolist() == [0, 0, 1, 1, 2, 2]
+        np.testing.assert_array_equal(decision.soft_labels, expected)
+
+
+def test_vote_metrics_count_the_images_every_teacher_agreed_with() -> None:
+    metrics = calibration.vote_metrics(VOTE_MEMBERS, VOTE_INTENDED, CLASSES)
+    assert metrics == {
+        "vote_agreed_angry": 1,
+        "vote_agreement_rate_angry": 0.5,
+        "vote_agreed_happy": 0,
+        "vote_agreement_rate_happy": 0.0,
+        "vote_agreed_sad": 0,
+        "vote_agreement_rate_sad": 0.0,
+        "vote_agreed_total": 1,
+        "vote_agreement_rate": 0.25,
+    }
+
+
+def test_vote_refuses_a_selection_it_would_ignore_and_teachers_that_do_not_match() -> None:
+    with pytest.raises(ValueError, match=r"calibrate\.policy 'vote' keeps every image"):
+        CalibrateConfig(policy="vote", selection="quota", quota_per_class=1)
+    with pytest.raises(ValueError, match="do not match"):
+        decide(PROBA, INTENDED, CalibrateConfig(policy="vote"), members=VOTE_MEMBERS)
+
+
 def test_threshold_selection_holds_every_class_to_the_threshold() -> None:
     assert decide(PROBA, INTENDED, CalibrateConfig(threshold=0.5)).thresholds.tolist() == [0.5, 0.5, 0.5]
     assert decide(PROBA, INTENDED, CalibrateConfig(policy="relabel")).thresholds.tolist() == [0.0, 0.0, 0.0]
@@ -413,6 +470,24 @@ def test_calibrate_outputs_and_metrics(tmp_path: Path) -> None:
     assert result.metrics()["threshold_angry"] == 0.0
     recall = {key: value for key, value in result.metrics().items() if key.startswith("teacher_val_recall_")}
     assert recall == teacher_val_recall(teachers.val) and len(recall) == 7
+
+
+def test_calibrate_with_vote_keeps_every_image_and_votes_with_each_teacher(tmp_path: Path) -> None:
+    real, synthetic = make_dataset(per_class=6, size=8), synthetic_rows(14)
+    config = CalibrateConfig(policy="vote", ensemble_class_weightings=["none", "balanced"], teacher=TINY_TEACHER)
+    result = calibrate(synthetic, real, config, 0, tmp_path)
+    teachers = load_or_train_teachers(real.split("train"), real.split("val"), config, 0, tmp_path)
+    members = teachers.member_proba(synthetic.images)
+    assert members.shape == (2, 14, 7)
+    np.testing.assert_array_equal(teachers.predict_proba(synthetic.images), members.mean(axis=0))
+    agreed = (members.argmax(axis=2) == synthetic.intended).all(axis=0)
+    kept = result.dataset
+    assert kept.ids.tolist() == synthetic.ids.tolist() and kept.soft_labels is not None
+    assert 0 < agreed.sum() < 14  # seed 0: some images both teachers agree with, and some not
+    np.testing.assert_array_equal(kept.soft_labels[agreed], np.eye(7, dtype=np.float32)[synthetic.intended[agreed]])
+    np.testing.assert_allclose(kept.soft_labels[~agreed], members.mean(axis=0)[~agreed])
+    assert (kept.labels[agreed] == synthetic.intended[agreed]).all()
+    assert result.metrics()["vote_agreed_total"] == agreed.sum() and result.metrics()["accepted_total"] == 14
 
 
 def test_calibrate_with_quota_keeps_the_quota_of_every_class(tmp_path: Path) -> None:

@@ -293,3 +293,18 @@ def test_a_local_diffusion_pipeline_must_live_under_models_diffusion(
     for backend in ("gan", "editor"):  # neither reads the pipeline
         unread = load_params({"generate": {"backend": backend, "diffusion": {"model": "weights/sd"}}})
         assert unread.external_inputs() == []
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        ({"scheduler": "plateau", "warmup_epochs": 1}, r"train: .*scheduler 'plateau' takes no warm-up"),
+        ({"scheduler": "plateau", "time_budget_minutes": 1.0}, r"train: .*set time_budget_minutes and images_budget"),
+        ({"phase_two_lr_factor": 0.5}, r"train: .*phase_two_lr_factor has no effect without head_only_epochs"),
+        ({"plateau_factor": 1.0}, r"train\.plateau_factor: Input should be less than 1"),
+    ],
+)
+def test_classifier_schedules_that_cannot_run_are_refused_by_key(train: dict[str, Any], message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        load_params({"train": train})
+    load_params({"calibrate": {"teacher": {"scheduler": "plateau", "head_only_epochs": 2, "phase_two_lr_factor": 0.5}}})

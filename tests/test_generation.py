@@ -57,6 +57,16 @@ def test_per_class_and_counts_targets() -> None:
     assert counted == {**dict.fromkeys(REAL, 0), "disgust": 6}
 
 
+def test_copy_real_gives_every_class_its_real_count_times_oversample() -> None:
+    assert plan_counts(REAL, GenerateConfig(target="copy_real", oversample=1.0)) == REAL
+    oversampled = plan_counts(REAL, GenerateConfig(target="copy_real", oversample=1.5))
+    assert oversampled["disgust"] == 6 and oversampled["happy"] == 150 and oversampled["surprise"] == 30
+    assert plan_counts({"angry": 3, "happy": 0}, GenerateConfig(target="copy_real", oversample=1.5)) == {
+        "angry": 5,  # rounded up, as every target
+        "happy": 0,
+    }
+
+
 def test_counts_with_unknown_class_names_it() -> None:
     with pytest.raises(ParamsError, match=r"generate\.counts: unknown class 'contempt'"):
         plan_counts(REAL, GenerateConfig(target="counts", counts={"contempt": 3}))

@@ -75,6 +75,21 @@ def test_merge_stage_writes_training_set_and_metrics(tmp_path: Path) -> None:
     assert (tmp_path / "merged" / "preview.png").is_file()
 
 
+def test_merge_stage_ratio_policy_reads_synthetic_per_real(tmp_path: Path) -> None:
+    write_inputs(tmp_path)
+    merge = {"sources": ["real", "gan"], "policy": "ratio", "synthetic_per_real": 0.5}
+    params = {"common": {"seed": 0, "image_size": 16}, "merge": merge}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    code, output = invoke(tmp_path)
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "merge.json").read_text())
+    # 2 real train faces per class, 0.5 synthetic per real: one each; only happy has GAN faces (its most confident)
+    assert metrics["synthetic_happy"] == 1 and metrics["shortfall_happy"] == 0 and metrics["shortfall_sad"] == 1
+    assert metrics["source_offline"] == 0 and metrics["total_after"] == 14 + 1
+    merged: Dataset = read_dataset(tmp_path / "merged", make_dataset().classes)
+    assert list(merged.ids[merged.sources == "gan"]) == ["gan0"]
+
+
 def test_merge_stage_rejects_variant_of_validation_image(tmp_path: Path) -> None:
     write_inputs(tmp_path, offline_origin_split="val")
     code, output = invoke(tmp_path)

@@ -122,6 +122,44 @@ def test_full_synthetic_share_equals_balance_to_max() -> None:
     assert capped.after() == balanced.after()
 
 
+def test_ratio_one_to_one_takes_every_real_image_and_as_many_synthetic(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="fersynth.merging"):
+        result = merge(MergeConfig(sources=["real", "gan"], policy="ratio"))
+    # real train 5/2/1, synthetic 3/3/10: angry asks 5 of 3 there are, happy takes the two lowest ids of
+    # its equally confident three, sad its most confident one (g11, 0.95)
+    assert result.selected["real"] == {"angry": 5, "happy": 2, "sad": 1}
+    assert result.selected["offline"] == {"angry": 0, "happy": 0, "sad": 0}
+    assert result.selected["synthetic"] == {"angry": 3, "happy": 2, "sad": 1}
+    assert set(result.dataset.ids[result.dataset.sources == "gan"]) == {"g0", "g1", "g2", "g3", "g4", "g11"}
+    assert result.shortfall == {"angry": 2, "happy": 0, "sad": 0}
+    assert "class angry: 2 images short of the ratio target 10" in caplog.text
+    metrics = result.metrics()
+    assert metrics["shortfall_angry"] == 2 and metrics["synthetic_share"] == pytest.approx(6 / 14)
+
+
+def test_ratio_adds_offline_variants_only_when_listed() -> None:
+    result = merge(MergeConfig(policy="ratio"))  # the default sources list offline
+    assert result.selected["offline"] == {"angry": 2, "happy": 1, "sad": 0}
+    # synthetic images per *real* image: the offline variants do not raise the count
+    assert result.selected["synthetic"] == {"angry": 3, "happy": 2, "sad": 1}
+    assert result.after() == {"angry": 10, "happy": 5, "sad": 2}
+
+
+@pytest.mark.parametrize(
+    ("ratio", "synthetic", "shortfall"),
+    [(0.5, [3, 1, 1], [0, 0, 0]), (2.0, [3, 3, 2], [7, 1, 0]), (0.0, [0, 0, 0], [0, 0, 0])],
+)
+def test_ratio_rounds_half_up_and_caps_at_what_exists(ratio: float, synthetic: list[int], shortfall: list[int]) -> None:
+    result = merge(MergeConfig(sources=["real", "gan"], policy="ratio", synthetic_per_real=ratio))
+    assert list(result.selected["synthetic"].values()) == synthetic  # 0.5 × 5 = 2.5 -> 3, 0.5 × 1 -> 1
+    assert list(result.shortfall.values()) == shortfall
+
+
+def test_ratio_needs_real_among_the_sources() -> None:
+    with pytest.raises(ValueError, match=r"merge\.sources must list real"):
+        MergeConfig(sources=["offline", "gan"], policy="ratio")
+
+
 def test_shortfall_is_logged_and_in_metrics(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="fersynth.merging"):
         result = merge(MergeConfig(policy="balance_to_max"))

@@ -10,7 +10,7 @@ from torchvision.models import resnet18
 
 from fersynth.config import ClassifierConfig
 from fersynth.errors import DataError
-from fersynth.models import build_classifier, count_parameters, parameter_groups
+from fersynth.models import ClassifierHead, build_classifier, count_parameters, parameter_groups
 
 
 @pytest.mark.parametrize("arch", ["linear", "vgg", "resnet18"])
@@ -102,3 +102,39 @@ def test_resnet18_incompatible_weights_are_named(tmp_path: Path) -> None:
     torch.save(state, resized)
     with pytest.raises(DataError, match=r"resized\.pt"):
         build_classifier(ClassifierConfig(arch="resnet18", weights_path=str(resized)), 7, 1, 48)
+
+
+@pytest.mark.parametrize("arch", ["linear", "vgg", "resnet18"])
+def test_the_configured_head_follows_every_body(arch: str) -> None:
+    plain = build_classifier(ClassifierConfig(arch=arch, width=4), 7, 1, 48)
+    assert isinstance(plain.head, torch.nn.Linear)  # the default: one linear layer, its weights named as ever
+    assert {name for name in plain.state_dict() if name.startswith("head.")} == {"head.weight", "head.bias"}
+
+    model = build_classifier(ClassifierConfig(arch=arch, width=4, head_hidden=32, head_dropout=0.5), 7, 1, 48)
+    head = model.head
+    assert isinstance(head, ClassifierHead) and (head.in_features, head.out_features) == (plain.head.in_features, 7)
+    assert [type(layer) for layer in head] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Dropout, torch.nn.Linear]
+    assert (head[0].in_features, head[0].out_features, head[3].in_features) == (head.in_features, 32, 32)
+    assert head[2].p == 0.5
+    images = torch.rand(2, 1, 48, 48)
+    assert model.eval()(images).shape == (2, 7) and model.features(images).shape == (2, head.in_features)
+    groups = {group["name"]: group for group in parameter_groups(model, lr=0.01)}
+    assert {id(p) for p in groups["head"]["params"]} == {id(p) for p in head.parameters()}  # type: ignore[attr-defined]
+
+    dropout_only = build_classifier(ClassifierConfig(arch=arch, width=4, head_dropout=0.2), 7, 1, 48).head
+    assert [type(layer) for layer in dropout_only] == [torch.nn.Dropout, torch.nn.Linear]
+
+
+def test_held_body_statistics_survive_train_and_are_released() -> None:
+    model = build_classifier(ClassifierConfig(arch="vgg", width=4, head_dropout=0.5), 7, 1, 16)
+    norms = [module for module in model.body.modules() if isinstance(module, torch.nn.BatchNorm2d)]
+    before = [norm.running_mean.clone() for norm in norms]
+    model.hold_body_statistics(True)
+    model.train()
+    model(torch.rand(4, 1, 16, 16))
+    assert not any(norm.training for norm in norms) and model.head.training  # dropout still drops
+    assert all(torch.equal(a, norm.running_mean) for a, norm in zip(before, norms, strict=True))
+    model.hold_body_statistics(False)
+    assert all(norm.training for norm in norms)
+    model(torch.rand(4, 1, 16, 16))
+    assert not any(torch.equal(a, norm.running_mean) for a, norm in zip(before, norms, strict=True))

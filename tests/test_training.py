@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import torch
 from fersynth.config import ClassifierConfig, FaceAlignConfig
 from fersynth.datasets.format import Dataset
 from fersynth.errors import DataError, ParamsError
-from fersynth.models import build_classifier
+from fersynth.models import ClassifierHead, build_classifier
 from fersynth.runtime.device import training_precision
 from fersynth.runtime.seeding import seed_everything
 from fersynth.training import (
+    EpochRecord,
     _Budget,
+    _evaluate_epoch,
     extract_features,
     fit_classifier,
     load_classifier,
@@ -395,3 +398,146 @@ def test_an_images_budget_stops_at_that_many_images_and_repeats_exactly(splits: 
 def test_only_one_budget_may_be_set() -> None:
     with pytest.raises(ValueError, match="time_budget_minutes or images_budget, not both"):
         ClassifierConfig(time_budget_minutes=1.0, images_budget=100)
+
+
+def _scripted_val_macro_f1(monkeypatch: pytest.MonkeyPatch, scores: list[float]) -> None:
+    """Each epoch's val macro-F1 (what picks the checkpoint, stops early and steps a plateau schedule) is
+    `scores[epoch - 1]`; the rest of its record is measured."""
+
+    def scripted(model: torch.nn.Module, val: Dataset, epoch: int, *rest: object) -> EpochRecord:
+        return replace(_evaluate_epoch(model, val, epoch, *rest), val_macro_f1=scores[epoch - 1])  # type: ignore[arg-type]
+
+    monkeypatch.setattr("fersynth.training._evaluate_epoch", scripted)
+
+
+def test_early_stopping_ends_after_patience_epochs_and_returns_the_best(
+    splits: tuple[Dataset, Dataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, val = splits
+    _scripted_val_macro_f1(monkeypatch, [0.2, 0.5, 0.5, 0.4, 0.6, 0.7])  # equal is no improvement
+    config = LINEAR.model_copy(update={"epochs": 6, "early_stopping_patience": 2})
+    result = fit_classifier(train, val, config, seed=0)
+    assert [record.epoch for record in result.history] == [1, 2, 3, 4]
+    assert result.stopped_early and not result.stopped_by_budget and result.epochs_reached == 4
+    assert result.best_epoch == 2 and result.best_val_macro_f1 == 0.5
+    at_best = fit_classifier(train, val, config.model_copy(update={"epochs": 2}), seed=0)
+    assert not at_best.stopped_early
+    np.testing.assert_array_equal(predict_proba(result.model, val.images), predict_proba(at_best.model, val.images))
+    patient = fit_classifier(train, val, config.model_copy(update={"early_stopping_patience": 3}), seed=0)
+    assert len(patient.history) == 6 and patient.best_epoch == 6 and not patient.stopped_early
+
+
+def test_a_plateau_schedule_lowers_the_rate_after_its_patience(
+    splits: tuple[Dataset, Dataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, val = splits
+    _scripted_val_macro_f1(monkeypatch, [0.5, 0.4, 0.3, 0.6, 0.6, 0.5])
+    config = LINEAR.model_copy(
+        update={"epochs": 6, "scheduler": "plateau", "plateau_factor": 0.5, "plateau_patience": 1}
+    )
+    rates = [record.lr for record in fit_classifier(train, val, config, seed=0).history]
+    # Epochs 2 and 3 bring nothing better: more than 1 bad epoch halves the rate from epoch 4 on; epoch 5's one
+    # bad epoch (an equal score) is within the patience.
+    assert rates == pytest.approx([0.05, 0.05, 0.05, 0.025, 0.025, 0.025])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"scheduler": "plateau", "warmup_epochs": 2}, "scheduler 'plateau' takes no warm-up"),
+        ({"scheduler": "plateau", "images_budget": 100}, "scheduler 'plateau' follows val macro-F1"),
+        ({"phase_two_lr_factor": 0.1}, "phase_two_lr_factor has no effect without head_only_epochs"),
+    ],
+)
+def test_schedules_that_cannot_run_are_refused(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ClassifierConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_a_killed_run_with_a_plateau_and_early_stopping_resumes_to_the_same_end(
+    splits: tuple[Dataset, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, val = splits
+    _scripted_val_macro_f1(monkeypatch, [0.5, 0.4, 0.3, 0.2, 0.1, 0.1, 0.1])
+    config = LINEAR.model_copy(
+        update={"epochs": 7, "scheduler": "plateau", "plateau_patience": 1, "early_stopping_patience": 4}
+    )
+    straight = fit_classifier(train, val, config, seed=0)
+    assert straight.stopped_early and len(straight.history) == 5 and straight.history[-1].lr < LINEAR.lr
+
+    real_step = _Budget.step
+
+    def kill_in_epoch_four(self: _Budget, optimizer: torch.optim.Optimizer, epoch: int, images: int) -> bool:
+        if epoch == 4:
+            raise Killed
+        return real_step(self, optimizer, epoch, images)
+
+    resume = tmp_path / "resume.pt"
+    monkeypatch.setattr(_Budget, "step", kill_in_epoch_four)
+    with pytest.raises(Killed):
+        fit_classifier(train, val, config, seed=0, resume=resume)
+    monkeypatch.setattr(_Budget, "step", real_step)
+    resumed = fit_classifier(train, val, config, seed=0, resume=resume)  # the plateau's count of bad epochs too
+    assert resumed.history == straight.history and resumed.stopped_early
+    again = fit_classifier(train, val, config, seed=0, resume=resume)  # stopped already: trains nothing more
+    assert again.history == straight.history and again.stopped_early
+
+
+COS_QUARTER = math.cos(math.pi / 4)
+
+
+@pytest.mark.parametrize(
+    ("changes", "factors"),
+    [
+        ({"scheduler": "none"}, [1.0, 1.0, 0.1, 0.1]),
+        # The cosine anneals on from the lowered rate: c(t) × 0.1 in phase 2.
+        ({"scheduler": "cosine"}, [1.0, (1 + COS_QUARTER) / 2, 0.1 * 0.5, 0.1 * (1 - COS_QUARTER) / 2]),
+        # Phase 2 starts in the warm-up: the cosine after it starts from the lowered rate too.
+        ({"scheduler": "cosine", "warmup_epochs": 2, "head_only_epochs": 1}, [1 / 3, 2 / 3 * 0.1, 0.1, 0.05]),
+        ({"scheduler": "none", "images_budget": 4}, [1.0, 1.0, 0.1, 0.1]),  # a budget (here of 4 epochs) as well
+    ],
+)
+def test_phase_two_scales_every_rate_once(
+    splits: tuple[Dataset, Dataset], changes: dict[str, object], factors: list[float]
+) -> None:
+    train, val = splits
+    if "images_budget" in changes:  # in epochs: the images of that many
+        changes = {**changes, "images_budget": int(changes["images_budget"]) * len(train)}  # type: ignore[call-overload]
+    config = LINEAR.model_copy(update={"epochs": 4, "head_only_epochs": 2, "phase_two_lr_factor": 0.1, **changes})
+    rates = [record.lr for record in fit_classifier(train, val, config, seed=0).history]
+    assert rates == pytest.approx([LINEAR.lr * factor for factor in factors])
+
+
+def _batch_norm_statistics(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in model.state_dict().items() if "running_" in name}
+
+
+def test_phase_one_holds_the_body_batch_norm_statistics_and_phase_two_updates_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dataset = make_dataset(per_class=3, size=16)
+    train, val = dataset.subset(dataset.splits != "val"), dataset.split("val")
+    _scripted_val_macro_f1(monkeypatch, [0.1, 0.2, 0.3])  # the last epoch is the best: its weights come back
+    config = ClassifierConfig(arch="vgg", width=4, epochs=2, batch_size=4, head_only_epochs=2)
+    seed_everything(0)
+    initial = _batch_norm_statistics(build_classifier(config, len(train.classes), 1, 16))
+    assert initial
+    probe = fit_classifier(train, val, config, seed=0).model
+    assert all(torch.equal(initial[name], value) for name, value in _batch_norm_statistics(probe).items())
+    probe.train()
+    assert all(module.training for module in probe.modules())  # the returned model holds nothing back
+
+    tuned = fit_classifier(train, val, config.model_copy(update={"epochs": 3}), seed=0).model
+    moved = [name for name, value in _batch_norm_statistics(tuned).items() if not torch.equal(initial[name], value)]
+    assert len(moved) == len(initial)
+
+
+def test_a_hidden_head_trains_saves_and_loads(splits: tuple[Dataset, Dataset], tmp_path: Path) -> None:
+    train, val = splits
+    config = LINEAR.model_copy(update={"epochs": 2, "head_hidden": 16, "head_dropout": 0.5})
+    model = fit_classifier(train, val, config, seed=0).model
+    assert isinstance(model.head, ClassifierHead) and model.head[0].out_features == 16
+    assert extract_features(model, val.images).shape == (len(val), 12 * 12)
+    save_classifier(tmp_path / "model.pt", model, config, train.classes, (12, 12, 1))
+    loaded = load_classifier(tmp_path)
+    np.testing.assert_array_equal(predict_proba(model, val.images), predict_proba(loaded.model, val.images))

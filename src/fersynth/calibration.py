@@ -16,12 +16,17 @@ Policies (`CalibrateConfig.policy`), under the default `threshold` selection:
 - `soft`: keep the images whose maximum probability reaches `threshold` (0 keeps all) and store the
   whole probability vector as soft label; the hard label is the argmax. Thresholding here drops the
   near-uniform vectors that would teach the student little but noise.
+- `vote` (SynFER's label rectification, arXiv 2410.09865): keep every image; where every teacher's
+  argmax is the intended class the image keeps its intended label (one-hot soft label), elsewhere its
+  soft label is the teachers' mean softmax and its hard label that mean's argmax. `threshold` is not
+  used: SynFER rectifies labels and drops nothing. `vote_agreed_<c>`, `vote_agreed_total` and
+  `vote_agreement_rate(_<c>)` count the images whose teachers all agreed with the intended class.
 
-Selections (`CalibrateConfig.selection`) decide which images `filter` and `soft` keep; the policy still
-decides their labels. One absolute threshold keeps nothing of a class the teachers find hard (real
-disgust faces scored 0.08-0.20), so `quota` and `precision` adapt to each intended class: they score an
-image by the teachers' probability of its intended class, whatever their argmax, and never keep one
-below `confidence_floor`.
+Selections (`CalibrateConfig.selection`) decide which images `filter` and `soft` keep (`relabel` and `vote`
+keep every image); the policy still decides their labels. One absolute threshold keeps nothing of a class
+the teachers find hard (real disgust faces scored 0.08-0.20), so `quota` and `precision` adapt to each
+intended class: they score an image by the teachers' probability of its intended class, whatever their
+argmax, and never keep one below `confidence_floor`.
 - `threshold` (default): the policy's own rule above, one `threshold` for every class.
 - `quota`: the `quota_per_class` most probable images of each intended class (top-k per class, as
   classifier-filtered synthetic data is usually selected); ties go to the earlier image.
@@ -97,9 +102,18 @@ class TeacherEnsemble:
         """Macro-F1 of the mean softmax on real val: the figure of what actually selects images."""
         return macro_f1(self.val.labels, self.val.proba.argmax(axis=1))
 
+    def member_proba(self, images: np.ndarray) -> np.ndarray:
+        """Each teacher's softmax, (M, N, K) float32 for M teachers (N may be 0)."""
+        return np.stack([predict_proba(model, images) for model in self.models])
+
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Mean softmax of the teachers, (N, K) float32 (N may be 0)."""
-        return np.mean([predict_proba(model, images) for model in self.models], axis=0).astype(np.float32)
+        return mean_proba(self.member_proba(images))
+
+
+def mean_proba(members: np.ndarray) -> np.ndarray:
+    """(N, K) float32: the mean over the teachers of their (M, N, K) probabilities."""
+    return np.mean(members, axis=0).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -122,18 +136,29 @@ def intended_probability(proba: np.ndarray, intended: np.ndarray) -> np.ndarray:
     return proba[np.arange(len(proba)), intended].astype(np.float32)
 
 
-def decide(proba: np.ndarray, intended: np.ndarray, config: CalibrateConfig, val: ValScores | None = None) -> Decision:
+def decide(
+    proba: np.ndarray,
+    intended: np.ndarray,
+    config: CalibrateConfig,
+    val: ValScores | None = None,
+    members: np.ndarray | None = None,
+) -> Decision:
     """Select (`config.selection`) and label (`config.policy`) images meant to show `intended`.
 
-    `proba` are the teachers' probabilities (N, K); `val`, their scores on real val, only the
-    precision selection needs.
+    `proba` are the teachers' mean probabilities (N, K); `val`, their scores on real val, only the
+    precision selection needs; `members`, each teacher's probabilities (M, N, K) whose mean `proba` is,
+    only the vote policy needs (None: `proba` is the only teacher).
     """
     policy = CALIBRATE_POLICIES[config.policy]
+    if members is None:
+        members = proba[np.newaxis]
+    if members.ndim != 3 or members.shape[1:] != proba.shape:
+        raise ValueError(f"per-teacher probabilities {members.shape} do not match the mean's {proba.shape}")
     if policy.selects:
         keep, thresholds = SELECTIONS[config.selection](proba, intended, config, val)
     else:
         keep, thresholds = np.ones(len(proba), dtype=bool), np.zeros(proba.shape[1])  # as if every threshold were 0
-    labels, confidence, soft_labels = policy.label(proba, intended)
+    labels, confidence, soft_labels = policy.label(proba, intended, members)
     return Decision(keep, labels, confidence, soft_labels, thresholds)
 
 
@@ -145,32 +170,66 @@ Labelling = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 class CalibratePolicy:
     """How a kept image is labelled, and whether the selection decides which are kept."""
 
-    label: Callable[[np.ndarray, np.ndarray], Labelling]  # (teachers' proba, intended) -> labelling
-    selects: bool = True  # False: every image is kept (relabel: the teachers' label is the whole decision)
+    # (teachers' mean proba (N, K), intended (N,), each teacher's proba (M, N, K)) -> labelling
+    label: Callable[[np.ndarray, np.ndarray, np.ndarray], Labelling]
+    selects: bool = True  # False: every image is kept (relabel, vote: the label is the whole decision)
 
 
 CALIBRATE_POLICIES: Registry[CalibratePolicy] = Registry("calibration policy", "calibrate.policy")
 
 
-def _as_intended(proba: np.ndarray, intended: np.ndarray) -> Labelling:
+def _as_intended(proba: np.ndarray, intended: np.ndarray, members: np.ndarray) -> Labelling:
     """filter: the label it was generated as, with the teachers' probability of it."""
     return intended.astype(np.int64), intended_probability(proba, intended), None
 
 
-def _teachers_label(proba: np.ndarray, intended: np.ndarray) -> Labelling:
+def _teachers_label(proba: np.ndarray, intended: np.ndarray, members: np.ndarray) -> Labelling:
     """relabel: the teachers' most probable class."""
     return proba.argmax(axis=1).astype(np.int64), proba.max(axis=1, initial=0.0).astype(np.float32), None
 
 
-def _teachers_probabilities(proba: np.ndarray, intended: np.ndarray) -> Labelling:
+def _teachers_probabilities(proba: np.ndarray, intended: np.ndarray, members: np.ndarray) -> Labelling:
     """soft: the teachers' whole probability vector (and their top class as the hard label)."""
-    labels, confidence, _ = _teachers_label(proba, intended)
+    labels, confidence, _ = _teachers_label(proba, intended, members)
     return labels, confidence, proba.astype(np.float32)
+
+
+def experts_agree(members: np.ndarray, intended: np.ndarray) -> np.ndarray:
+    """(N,) bool: every teacher's argmax (members (M, N, K)) is the image's intended class."""
+    return (members.argmax(axis=2) == intended[np.newaxis]).all(axis=0)
+
+
+def _vote(proba: np.ndarray, intended: np.ndarray, members: np.ndarray) -> Labelling:
+    """vote (SynFER): the intended label, one-hot, where every teacher agrees with it; else the mean softmax.
+
+    Confidence is the mean probability of the final label, as under relabel.
+    """
+    agreed = experts_agree(members, intended)
+    labels = np.where(agreed, intended, proba.argmax(axis=1)).astype(np.int64)
+    one_hot = np.eye(proba.shape[1], dtype=np.float32)[intended]
+    soft_labels = np.where(agreed[:, np.newaxis], one_hot, proba).astype(np.float32)
+    return labels, proba[np.arange(len(proba)), labels].astype(np.float32), soft_labels
 
 
 CALIBRATE_POLICIES.register("filter")(CalibratePolicy(_as_intended))
 CALIBRATE_POLICIES.register("relabel")(CalibratePolicy(_teachers_label, selects=False))
 CALIBRATE_POLICIES.register("soft")(CalibratePolicy(_teachers_probabilities))
+# SynFER keeps every generated image and only rectifies its label, so no selection applies.
+CALIBRATE_POLICIES.register("vote")(CalibratePolicy(_vote, selects=False))
+
+
+def vote_metrics(members: np.ndarray, intended: np.ndarray, classes: Sequence[str]) -> dict[str, float | int]:
+    """Per intended class and overall: how many images every teacher agreed with (the vote kept their label)."""
+    agreed = experts_agree(members, intended)
+    metrics: dict[str, float | int] = {}
+    for index, name in enumerate(classes):
+        generated = intended == index
+        count = int(generated.sum())
+        metrics[f"vote_agreed_{name}"] = int((agreed & generated).sum())
+        metrics[f"vote_agreement_rate_{name}"] = metrics[f"vote_agreed_{name}"] / count if count else 0.0
+    metrics["vote_agreed_total"] = int(agreed.sum())
+    metrics["vote_agreement_rate"] = metrics["vote_agreed_total"] / len(intended) if len(intended) else 0.0
+    return metrics
 
 
 def select_by_threshold(
@@ -559,9 +618,12 @@ def calibrate(
     teachers = load_or_train_teachers(train, val, config, seed, teachers_dir)
     # Rows generated without an intended class (none so far) count as meant to show their label.
     intended = np.where(synthetic.intended == NO_LABEL, synthetic.labels, synthetic.intended).astype(np.int64)
-    proba = teachers.predict_proba(synthetic.images)
-    decision = decide(proba, intended, config, teachers.val)
+    members = teachers.member_proba(synthetic.images)
+    proba = mean_proba(members)
+    decision = decide(proba, intended, config, teachers.val, members)
     metrics = calibration_metrics(proba, intended, decision, real.classes)
+    if config.policy == "vote":
+        metrics.update(vote_metrics(members, intended, real.classes))
     metrics["teacher_val_macro_f1"] = teachers.ensemble_val_macro_f1
     metrics.update({f"teacher_val_macro_f1_member{index}": score for index, score in enumerate(teachers.val_macro_f1)})
     metrics.update(teacher_val_recall(teachers.val))
@@ -584,7 +646,7 @@ def calibrate(
         metrics["generated_total"],
         metrics["expression_accuracy"],
     )
-    drawn_thresholds = None if config.policy == "relabel" else decision.thresholds
+    drawn_thresholds = decision.thresholds if CALIBRATE_POLICIES[config.policy].selects else None
     return CalibrationResult(
         dataset=apply_decision(synthetic, intended, decision),
         figures=metrics,

@@ -364,7 +364,8 @@ class GenerateConfig(Section):
     backend: SynthesisBackendName | Literal["hybrid"] = "gan"
     # backend=hybrid: the share of every class's planned images each backend draws (shares sum to 1)
     hybrid: dict[SynthesisBackendName, float] = Field(default_factory=lambda: {"gan": 0.5, "sd_text2img": 0.5})
-    target: Literal["balance_to_max", "per_class", "counts"] = "balance_to_max"
+    # copy_real: every class as many images as the real train split has of it (GANmut's thesis: same shape)
+    target: Literal["balance_to_max", "per_class", "counts", "copy_real"] = "balance_to_max"
     per_class: int = Field(0, ge=0, le=MAX_IMAGES)  # used by target=per_class
     counts: dict[str, Annotated[int, Field(ge=0, le=MAX_IMAGES)]] = Field(default_factory=dict)  # used by target=counts
     oversample: float = Field(1.5, ge=1.0, le=100.0)  # headroom for images calibration rejects; it multiplies counts
@@ -398,7 +399,15 @@ class GenerateConfig(Section):
 class ClassifierConfig(Section):
     arch: Literal["linear", "vgg", "resemotenet", "resnet18"] = "vgg"
     width: int = Field(32, ge=4, le=256)  # vgg only: channels of the first block (doubled per block)
+    # The head on the body's pooled features: 0 = one linear layer to the classes; N > 0 = Linear(N), ReLU,
+    # Dropout(head_dropout), Linear(classes) (the KDEF paper's Dense(256) head). head_dropout with no hidden
+    # layer drops features before the linear layer.
+    head_hidden: int = Field(0, ge=0, le=65_536)
+    head_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     epochs: int = Field(10, ge=1, le=MAX_EPOCHS)  # with time_budget_minutes: an upper bound
+    # Stop when val macro-F1 (what picks the checkpoint) has not improved for this many epochs; 0 = off. With a
+    # budget, whichever comes first ends the run.
+    early_stopping_patience: int = Field(0, ge=0, le=MAX_EPOCHS)
     # Train for this many minutes of wall time (training plus validation) instead of a fixed number of epochs: the
     # scheduler anneals by the elapsed share of the budget (after any warm-up epochs), and training stops when it
     # is spent, so a 30-minute recipe is 30 minutes on any machine and more images per epoch buy fewer epochs.
@@ -412,11 +421,15 @@ class ClassifierConfig(Section):
     lr: float = Field(1.0e-3, gt=0.0)
     weight_decay: float = Field(1.0e-4, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd only
-    scheduler: Literal["cosine", "step", "none"] = "cosine"
+    # plateau: the lr × plateau_factor once val macro-F1 has not improved for more than plateau_patience epochs
+    # (ResEmoteNet's reference training); it needs no warm-up and no budget.
+    scheduler: Literal["cosine", "step", "none", "plateau"] = "cosine"
     # lr rises linearly over these first epochs, then follows the scheduler
     warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
     step_size: int = Field(10, ge=1, le=MAX_EPOCHS)  # scheduler=step: epochs between lr drops
     gamma: float = Field(0.1, gt=0.0, le=1.0)  # scheduler=step: lr factor
+    plateau_factor: float = Field(0.1, gt=0.0, lt=1.0)  # scheduler=plateau: lr factor
+    plateau_patience: int = Field(5, ge=0, le=MAX_EPOCHS)  # scheduler=plateau: epochs without improvement
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     # Batch mixing: mixup blends each image with another of its batch, cutmix pastes a box of it, the weight
     # drawn from Beta(alpha, alpha) and the loss mixed alike; 0 = off, both > 0 = one or the other per batch.
@@ -435,9 +448,11 @@ class ClassifierConfig(Section):
     weights_path: str = ""  # resnet18 only: local torchvision state dict for transfer learning
     freeze_blocks: int = Field(0, ge=0, le=4)  # resnet18 with weights: residual stages kept frozen
     backbone_lr_scale: float = Field(0.1, gt=0.0, le=1.0)  # resnet18 with weights: lr factor of the backbone
-    # Two-phase fine-tuning: the first head_only_epochs train the head on a fixed body (phase 1), then the body
-    # trains too (phase 2; a resnet18 with weights at backbone_lr_scale × lr, its freeze_blocks still fixed).
+    # Two-phase fine-tuning: the first head_only_epochs train the head on a fixed body (phase 1: its weights and
+    # batch-norm statistics held), then the body trains too (phase 2; a resnet18 with weights at
+    # backbone_lr_scale × lr, its freeze_blocks still fixed), every rate × phase_two_lr_factor from then on.
     head_only_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
+    phase_two_lr_factor: float = Field(1.0, gt=0.0, le=1.0)
     # Seeds this classifier's initialisation and batch order instead of common.seed, so a comparison
     # over seeds reruns only this classifier, not the data and GAN stages that common.seed feeds.
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
@@ -451,9 +466,22 @@ class ClassifierConfig(Section):
             raise ValueError("set time_budget_minutes or images_budget, not both")
         return self
 
+    @model_validator(mode="after")
+    def _usable_schedule(self) -> ClassifierConfig:
+        if self.scheduler == "plateau" and self.warmup_epochs:
+            raise ValueError("scheduler 'plateau' takes no warm-up: set warmup_epochs to 0 or choose another scheduler")
+        if self.scheduler == "plateau" and (self.time_budget_minutes or self.images_budget):
+            raise ValueError(
+                "scheduler 'plateau' follows val macro-F1, a budget anneals by its share spent: "
+                "set time_budget_minutes and images_budget to 0 or choose another scheduler"
+            )
+        if self.phase_two_lr_factor != 1.0 and not self.head_only_epochs:
+            raise ValueError("phase_two_lr_factor has no effect without head_only_epochs (no phase 2 to start)")
+        return self
+
 
 class CalibrateConfig(Section):
-    policy: Literal["filter", "relabel", "soft"] = "filter"  # how a kept image is labelled
+    policy: Literal["filter", "relabel", "soft", "vote"] = "filter"  # how a kept image is labelled
     selection: Literal["threshold", "quota", "precision"] = "threshold"  # which images are kept
     threshold: float = Field(0.5, ge=0.0, le=1.0)  # selection=threshold; precision's fallback
     quota_per_class: int = Field(0, ge=0, le=MAX_IMAGES)  # used by selection=quota
@@ -475,9 +503,10 @@ class CalibrateConfig(Section):
 
     @model_validator(mode="after")
     def _usable_selection(self) -> CalibrateConfig:
-        if self.policy == "relabel" and self.selection != "threshold":
+        if self.policy in ("relabel", "vote") and self.selection != "threshold":
             raise ValueError(
-                f"calibrate.selection {self.selection!r} has no effect: calibrate.policy 'relabel' keeps every image"
+                f"calibrate.selection {self.selection!r} has no effect: "
+                f"calibrate.policy {self.policy!r} keeps every image"
             )
         if self.selection == "quota" and self.quota_per_class == 0:
             raise ValueError("calibrate.quota_per_class must be at least 1 when calibrate.selection is 'quota'")
@@ -500,9 +529,11 @@ class MergeConfig(Section):
     sources: list[MergeSource] = Field(
         default_factory=lambda: ["real", "offline", "gan", "diffusion", "edit", "editor"]
     )
-    policy: Literal["all", "balance_to_max", "per_class", "max_synthetic_share"] = "balance_to_max"
+    policy: Literal["all", "balance_to_max", "per_class", "max_synthetic_share", "ratio"] = "balance_to_max"
     per_class: int = Field(0, ge=0, le=MAX_IMAGES)  # used by policy=per_class
     max_synthetic_share: float = Field(0.5, ge=0.0, le=1.0)  # used by policy=max_synthetic_share
+    # policy=ratio: synthetic images per real train image of each class (1.0: real:synthetic 1:1, GANmut's hybrid)
+    synthetic_per_real: float = Field(1.0, ge=0.0, le=100.0)
 
     @model_validator(mode="after")
     def _usable_policy(self) -> MergeConfig:
@@ -512,6 +543,8 @@ class MergeConfig(Section):
             )
         if self.policy == "per_class" and self.per_class == 0:
             raise ValueError("merge.per_class must be at least 1 when merge.policy is 'per_class'")
+        if self.policy == "ratio" and "real" not in self.sources:
+            raise ValueError("merge.policy 'ratio' counts synthetic images per real one: merge.sources must list real")
         return self
 
 

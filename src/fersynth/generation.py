@@ -171,6 +171,8 @@ def plan_counts(real_train_counts: Mapping[str, int], config: GenerateConfig) ->
         wanted = {name: largest - count for name, count in real_train_counts.items()}
     elif config.target == "per_class":
         wanted = dict.fromkeys(real_train_counts, config.per_class)
+    elif config.target == "copy_real":
+        wanted = dict(real_train_counts)
     else:
         unknown = sorted(set(config.counts) - set(real_train_counts))
         if unknown:

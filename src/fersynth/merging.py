@@ -7,7 +7,9 @@ Policies (`MergeConfig.policy`), applied per class:
 - `all`: every usable row of the listed sources;
 - `balance_to_max`: synthetic images fill each class up to the largest real+offline class count;
 - `per_class`: exactly `per_class` images per class, real first, then offline, then synthetic;
-- `max_synthetic_share`: like `balance_to_max`, but synthetic images never exceed that share of a class.
+- `max_synthetic_share`: like `balance_to_max`, but synthetic images never exceed that share of a class;
+- `ratio`: every real and listed offline image, plus `synthetic_per_real` synthetic images per real train image
+  of the class (rounded half up; 1.0 is real:synthetic 1:1, the GANmut thesis's hybrid set).
 Synthetic images are taken highest teacher confidence first (ties by id, so the choice is deterministic);
 real and offline images are subsampled with the seed only when `per_class` asks for fewer than there are.
 A class that cannot reach its target keeps what exists and the gap is logged and reported as its shortfall.
@@ -126,7 +128,8 @@ def merge_training_set(
     parts = _select(pools, plans, seed)
     for name, plan in plans.items():
         if plan.shortfall:
-            log.warning("class %s: %d images short of the %s target %s", name, plan.shortfall, config.policy, target)
+            wanted = plan.real + plan.offline + plan.synthetic + plan.shortfall  # the class's own target
+            log.warning("class %s: %d images short of the %s target %d", name, plan.shortfall, config.policy, wanted)
     # Empty parts are left out so an empty input of another image shape cannot break the stacking.
     merged = concatenate([part for part in parts.values() if len(part)] or [parts[REAL]])
     merged = replace(merged, splits=np.full(len(merged), "train", dtype=object))
@@ -165,20 +168,18 @@ Counts = Mapping[str, Mapping[str, int]]  # source -> class -> rows available
 
 @dataclass(frozen=True)
 class MergePolicy:
-    """How many rows a class gets (`target`, None: all there are) and how its sources fill them (`plan`)."""
+    """How many rows every class gets (`target`, None: no common one) and how its sources fill them (`plan`)."""
 
     target: Callable[[MergeConfig, Counts, Sequence[str]], int | None]
-    plan: Callable[[int, int, int, int, MergeConfig], ClassPlan]  # (real, offline, synthetic, target, config)
+    plan: Callable[[int, int, int, int | None, MergeConfig], ClassPlan]  # (real, offline, synthetic, target, config)
 
 
 MERGE_POLICIES: Registry[MergePolicy] = Registry("merge policy", "merge.policy")
 
 
 def plan_class(available: Counts, name: str, target: int | None, config: MergeConfig) -> ClassPlan:
-    """Rows per source for class `name` under the policy; `target` is None for policy `all`."""
+    """Rows per source for class `name` under the policy; `target` is None for `all` and `ratio`."""
     real, offline, synthetic = (available[source][name] for source in MERGE_SOURCES)
-    if target is None:
-        return ClassPlan(real, offline, synthetic)
     return MERGE_POLICIES[config.policy].plan(real, offline, synthetic, target, config)
 
 
@@ -199,34 +200,54 @@ def _largest_real_class(config: MergeConfig, available: Counts, classes: Sequenc
     return largest_base
 
 
-def _fill_to_target(real: int, offline: int, synthetic: int, target: int, config: MergeConfig) -> ClassPlan:
+def _fill_to_target(real: int, offline: int, synthetic: int, target: int | None, config: MergeConfig) -> ClassPlan:
+    assert target is not None  # every policy that fills gives a target
     return _fill(real, offline, synthetic, target)
 
 
-def _everything(config: MergeConfig, available: Counts, classes: Sequence[str]) -> None:
+def _no_common_target(config: MergeConfig, available: Counts, classes: Sequence[str]) -> None:
+    """all and ratio: each class's count follows from its own rows."""
     return None
+
+
+def _take_everything(real: int, offline: int, synthetic: int, target: int | None, config: MergeConfig) -> ClassPlan:
+    return ClassPlan(real, offline, synthetic)
+
+
+def _synthetic_per_real(real: int, offline: int, synthetic: int, target: int | None, config: MergeConfig) -> ClassPlan:
+    """ratio: every real and offline row, and round(synthetic_per_real × real) synthetic ones, as many as exist."""
+    wanted = math.floor(config.synthetic_per_real * real + 0.5 + 1e-9)  # half up; epsilon: 0.58 * 25 must give 15
+    taken = min(synthetic, wanted)
+    return ClassPlan(real, offline, taken, shortfall=wanted - taken)
 
 
 def _per_class_target(config: MergeConfig, available: Counts, classes: Sequence[str]) -> int:
     return config.per_class
 
 
-def _real_first_up_to_target(real: int, offline: int, synthetic: int, target: int, config: MergeConfig) -> ClassPlan:
+def _real_first_up_to_target(
+    real: int, offline: int, synthetic: int, target: int | None, config: MergeConfig
+) -> ClassPlan:
     """per_class: real rows count toward the target too, then offline, then synthetic."""
+    assert target is not None
     real = min(real, target)
     return _fill(real, min(offline, target - real), synthetic, target)
 
 
-def _within_synthetic_share(real: int, offline: int, synthetic: int, target: int, config: MergeConfig) -> ClassPlan:
+def _within_synthetic_share(
+    real: int, offline: int, synthetic: int, target: int | None, config: MergeConfig
+) -> ClassPlan:
+    assert target is not None
     share = config.max_synthetic_share
     cap = _synthetic_cap(real + offline, share) if share < 1.0 else None
     return _fill(real, offline, synthetic, target, cap)
 
 
-MERGE_POLICIES.register("all")(MergePolicy(_everything, _fill_to_target))
+MERGE_POLICIES.register("all")(MergePolicy(_no_common_target, _take_everything))
 MERGE_POLICIES.register("balance_to_max")(MergePolicy(_largest_real_class, _fill_to_target))
 MERGE_POLICIES.register("per_class")(MergePolicy(_per_class_target, _real_first_up_to_target))
 MERGE_POLICIES.register("max_synthetic_share")(MergePolicy(_largest_real_class, _within_synthetic_share))
+MERGE_POLICIES.register("ratio")(MergePolicy(_no_common_target, _synthetic_per_real))
 
 
 def _synthetic_cap(base: int, share: float) -> int:

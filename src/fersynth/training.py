@@ -71,6 +71,9 @@ class FitResult:
     epoch_seconds: list[float]  # wall time of each epoch (training, validation, bookkeeping): not repeatable
     epochs_reached: float  # epochs trained, the last one counted by its share of batches when a budget cut it short
     stopped_by_budget: bool  # config.time_budget_minutes (or images_budget) ran out before config.epochs did
+    # config.early_stopping_patience epochs passed without a better val macro-F1 before config.epochs did (then
+    # stopped_by_budget is False: early stopping is what ended it, even when the budget ran out too)
+    stopped_early: bool
     device: str  # where it trained, e.g. "cpu" or "cuda:0" (rank 0's)
     precision: str  # "fp32", "bf16-amp" or "fp16-amp" (fersynth.runtime.device.Precision)
     processes: int  # DistributedDataParallel ranks that trained it together
@@ -114,6 +117,7 @@ class TrainingRun:
             "epochs": len(self.fit.history),
             "epochs_reached": round(self.fit.epochs_reached, 2),
             "stopped_by_budget": self.fit.stopped_by_budget,
+            **({"stopped_early": self.fit.stopped_early} if self.config.early_stopping_patience else {}),
             "training_seconds": round(sum(self.fit.epoch_seconds), 1),
             "epoch_seconds": [round(seconds, 1) for seconds in self.fit.epoch_seconds],
             "train_images": self.train_images,
@@ -191,6 +195,9 @@ def fit_classifier(
     RNG states, history, best so far, and the budget's minutes already spent), and a run that finds a checkpoint
     of this exact config, seed and data continues after its last epoch: a killed run loses at most the epoch it
     was in, and in one process ends with the weights an uninterrupted run would have.
+
+    `config.early_stopping_patience` ends the run once that many epochs have passed without a better val macro-F1
+    (judged from the history, so a resumed run stops where the uninterrupted one would).
     """
     _check_compatible(train, val)
     batches = _batches(np.arange(len(train)), config.batch_size)
@@ -213,10 +220,10 @@ def fit_classifier(
     first_epoch = progress.epochs_done + 1
     with progress_bar() as bar:
         for epoch in range(first_epoch, config.epochs + 1):
-            if fit.budget.out_of_time():
+            if fit.budget.out_of_time() or _patience_ran_out(progress, config):
                 break
-            if fit.body_weights and epoch in (first_epoch, config.head_only_epochs + 1):
-                _enter_phase(fit.body_weights, epoch > config.head_only_epochs, description)
+            if config.head_only_epochs and epoch in (first_epoch, config.head_only_epochs + 1):
+                _enter_phase(fit, epoch, config, description)
             title = f"{description} {epoch}/{fit.budget.epochs_text(config.epochs)}"
             task = bar.add_task(title, total=len(batches), status="")
             record, seconds, reached = _fit_epoch(fit, train, val, config, epoch, bar, task, description, params_key)
@@ -275,9 +282,39 @@ def _resumed(resume: Path, fingerprint: str, fit: _Fit, seed: int, live: Live | 
     return progress
 
 
-def _enter_phase(body_weights: list[torch.nn.Parameter], phase_two: bool, description: str) -> None:
-    _set_trainable(body_weights, phase_two)
+def _enter_phase(fit: _Fit, epoch: int, config: ClassifierConfig, description: str) -> None:
+    """Phase 1 holds the body's weights and batch-norm statistics; phase 2 releases them and, as it starts,
+    scales every rate by phase_two_lr_factor (a run resumed later finds them scaled in its saved optimizer and
+    scheduler)."""
+    phase_two = epoch > config.head_only_epochs
+    _set_trainable(fit.body_weights, phase_two)
+    fit.model.hold_body_statistics(not phase_two)
+    if epoch == config.head_only_epochs + 1:
+        _scale_rates(fit.training.optimizer, fit.scheduler, config.phase_two_lr_factor)
     logger.info("%s: %s", description, "body trains too (phase 2)" if phase_two else "head alone (phase 1)")
+
+
+def _scale_rates(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None, factor: float
+) -> None:
+    """Every group's rate and the rates schedules start from (`initial_lr`, what a budget anneals; a scheduler's
+    `base_lrs`, what cosine restarts from after warm-up) × `factor`: the schedule goes on from the scaled rate."""
+    if factor == 1.0:
+        return
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    for part in [scheduler, *getattr(scheduler, "_schedulers", [])]:  # SequentialLR's own schedulers
+        if hasattr(part, "base_lrs"):
+            part.base_lrs = [rate * factor for rate in part.base_lrs]
+
+
+def _patience_ran_out(progress: _Progress, config: ClassifierConfig) -> bool:
+    """Early stopping: the last early_stopping_patience epochs brought no better val macro-F1 than the best's.
+    Derived from the history alone, so a resumed run decides as the uninterrupted one."""
+    patience = config.early_stopping_patience
+    return bool(patience) and progress.best is not None and progress.epochs_done - progress.best.epoch >= patience
 
 
 def _fit_epoch(
@@ -314,7 +351,9 @@ def _fit_epoch(
     elapsed = time.perf_counter() - started
     bar.update(task, status=f"loss {done.loss:.3f}  val macro-F1 {record.val_macro_f1:.3f}")
     logger.info("%s epoch %d: %.1f s, %.0f train images/s", description, epoch, elapsed, len(train) / elapsed)
-    if fit.scheduler is not None:
+    if isinstance(fit.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        fit.scheduler.step(record.val_macro_f1)
+    elif fit.scheduler is not None:
         fit.scheduler.step()
     return record, elapsed, epoch - 1 + done.share
 
@@ -326,6 +365,8 @@ def _best_of(
     best = progress.best
     assert best is not None  # epochs >= 1, and a budget is first checked after a batch
     _set_trainable(fit.body_weights, True)  # a run that ended in phase 1 returns a model like any other
+    fit.model.hold_body_statistics(False)
+    stopped_early = _patience_ran_out(progress, config) and progress.epochs_done < config.epochs
     fit.model.load_state_dict(progress.best_state)
     fit.model.eval()
     logger.info("%s: best val macro-F1 %.4f at epoch %d", description, best.val_macro_f1, best.epoch)
@@ -338,7 +379,8 @@ def _best_of(
         progress.history,
         progress.epoch_seconds,
         epochs_reached=progress.epochs_reached,
-        stopped_by_budget=progress.epochs_reached < config.epochs,
+        stopped_by_budget=not stopped_early and progress.epochs_reached < config.epochs,
+        stopped_early=stopped_early,
         device=str(device),
         precision=fit.training.precision.name,
         processes=world_size(),
@@ -474,7 +516,12 @@ def _set_trainable(weights: list[torch.nn.Parameter], trainable: bool) -> None:
 def _make_scheduler(
     optimizer: torch.optim.Optimizer, config: ClassifierConfig
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Stepped once per epoch: `warmup_epochs` of linear warm-up (from lr / (warmup + 1)), then `scheduler`."""
+    """Stepped once per epoch: `warmup_epochs` of linear warm-up (from lr / (warmup + 1)), then `scheduler`;
+    plateau (no warm-up: params refuse one) is stepped with the epoch's val macro-F1."""
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
+        )
     warmup = min(config.warmup_epochs, config.epochs - 1)
     main: torch.optim.lr_scheduler.LRScheduler | None = None
     if config.scheduler == "cosine":

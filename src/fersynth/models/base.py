@@ -1,4 +1,4 @@
-"""What every classifier shares: input normalisation, a feature body and a linear head.
+"""What every classifier shares: input normalisation, a feature body and a head (linear, or `ClassifierHead`).
 
 Models take float images in [0, 1] (N, C, H, W). Normalisation lives inside the model, so
 `predict_proba`, feature extraction and the saved checkpoint never need to know an architecture's
@@ -57,10 +57,40 @@ def _per_channel(values: Sequence[float], channels: int) -> torch.Tensor:
     return torch.tensor(expanded, dtype=torch.float32).view(1, channels, 1, 1)
 
 
+class ClassifierHead(nn.Sequential):
+    """Pooled features -> [Linear(hidden) -> ReLU] -> Dropout -> Linear(classes): the hidden layer only when
+    `hidden` > 0. Exposes `in_features` and `out_features` as the plain linear head does."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int, dropout: float) -> None:
+        layers: list[nn.Module] = []
+        width = in_features
+        if hidden:
+            layers += [nn.Linear(in_features, hidden), nn.ReLU(inplace=True)]
+            width = hidden
+        layers += [nn.Dropout(dropout), nn.Linear(width, num_classes)]
+        super().__init__(*layers)
+        self.in_features = in_features
+        self.out_features = num_classes
+
+
+def configured_head(head: nn.Linear | ClassifierHead, config: ClassifierConfig) -> nn.Linear | ClassifierHead:
+    """The head `config` asks for (head_hidden, head_dropout) in place of an architecture's linear `head`; the
+    linear head itself (its weights and their names unchanged) when it asks for none."""
+    if not config.head_hidden and not config.head_dropout:
+        return head
+    return ClassifierHead(head.in_features, head.out_features, config.head_hidden, config.head_dropout)
+
+
+# What "hold the body's batch-norm statistics" reaches: every batch norm over a batch.
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
 class Classifier(nn.Module):
     """adapter -> body (penultimate features, (N, D)) -> head (logits, (N, K))."""
 
-    def __init__(self, adapter: InputAdapter, body: nn.Module, head: nn.Linear, body_lr_scale: float = 1.0) -> None:
+    def __init__(
+        self, adapter: InputAdapter, body: nn.Module, head: nn.Linear | ClassifierHead, body_lr_scale: float = 1.0
+    ) -> None:
         super().__init__()
         self.adapter = adapter
         self.body = body
@@ -68,6 +98,7 @@ class Classifier(nn.Module):
         self.body_lr_scale = body_lr_scale
         # Frozen pretrained modules; a plain list, so they are not registered (or saved) twice.
         self.frozen: list[nn.Module] = []
+        self.body_statistics_held = False  # see hold_body_statistics
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.body(self.adapter(images))
@@ -82,9 +113,16 @@ class Classifier(nn.Module):
             self.frozen.append(module)
         self.train(self.training)
 
+    def hold_body_statistics(self, held: bool) -> None:
+        """While `held`, the body's batch norms stay in eval mode when the model trains: they normalise with, and
+        keep, their running statistics (phase 1 of two-phase fine-tuning, as a frozen module's do)."""
+        self.body_statistics_held = held
+        self.train(self.training)
+
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)
-        for module in self.frozen:
+        held = self.body.modules() if self.body_statistics_held else []
+        for module in [*self.frozen, *(module for module in held if isinstance(module, BATCH_NORMS))]:
             module.eval()
         return self
 
