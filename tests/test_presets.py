@@ -52,6 +52,7 @@ def dvc_written(tmp_path: Path, overrides: list[str]) -> dict[str, Any]:
 
 
 def test_the_issues_presets_are_all_there() -> None:
+    assert set(PAPER_PRESETS) <= set(PRESETS)
     assert set(PRESETS) == {
         "real-only",
         "class-weighted",
@@ -74,6 +75,32 @@ def test_every_preset_gives_valid_params_and_names_its_source(name: str) -> None
     params = validate_preset(repo_params(), preset, source=name)
     check_tracked_inputs(params, repo_root=REPO_ROOT)
     assert "Source:" in preset_comment(PRESETS[name])
+
+
+# The presets named after a paper's method: each cites its paper and says which data it runs on.
+PAPER_PRESETS = (
+    "roy2024-sd-resemotenet",
+    "synfer-calibrated",
+    "kdef2024-dcgan-transfer",
+    "offline-x5",
+    "warrier-resnet18-dcgan",
+    "warrier-linear",
+    "ganmut-editing",
+)
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_a_paper_preset_names_its_data_and_leaves_the_demo_only_when_it_says_so(name: str) -> None:
+    """A researcher applying a paper's preset gets the paper's dataset, or a header line saying it stays on the
+    demo faces; either way the header's `Data:` line says where the data comes from."""
+    preset = load_preset(PRESETS[name])
+    comment = preset_comment(PRESETS[name])
+    data_lines = [line for line in comment.splitlines() if line.startswith("Data:")]
+    assert data_lines, f"{name}: no `# Data:` line in its header"
+    if preset.get("fetch.source", "demo") == "demo":
+        assert "demo" in data_lines[0], f"{name} runs on the demo faces but its `Data:` line does not say so"
+    else:
+        assert preset["fetch.path"].startswith("data/raw/") and preset["fetch.path"] in comment
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
