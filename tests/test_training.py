@@ -19,6 +19,7 @@ from fersynth.runtime.device import training_precision
 from fersynth.runtime.seeding import seed_everything
 from fersynth.training import (
     EpochRecord,
+    FitResult,
     _Budget,
     _evaluate_epoch,
     extract_features,
@@ -334,23 +335,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(
     config = ClassifierConfig(arch="vgg", width=4, epochs=3, batch_size=8, lr=3e-3)
     straight = fit_classifier(train, val, config, seed=0)
 
-    third_epoch_batches = []
-    real_step = _Budget.step
-
-    def kill_in_epoch_three(self: _Budget, optimizer: torch.optim.Optimizer, epoch: int, images: int) -> bool:
-        if epoch == 3:
-            third_epoch_batches.append(epoch)
-            if len(third_epoch_batches) == 2:  # two batches into the third epoch
-                raise Killed
-        return real_step(self, optimizer, epoch, images)
-
     resume = tmp_path / "resume.pt"
-    monkeypatch.setattr(_Budget, "step", kill_in_epoch_three)
-    with pytest.raises(Killed):
-        fit_classifier(train, val, config, seed=0, resume=resume)
-    monkeypatch.setattr(_Budget, "step", real_step)
-    with caplog.at_level(logging.INFO, logger="fersynth.training"):
-        resumed = fit_classifier(train, val, config, seed=0, resume=resume)
+    with caplog.at_level(logging.INFO, logger="fersynth.training"):  # two batches into the third epoch
+        resumed = _killed_and_resumed(train, val, config, resume, monkeypatch, epoch=3, batch=2)
     assert "after 2 epoch(s)" in caplog.text
     assert resumed.history == straight.history and resumed.best_epoch == straight.best_epoch
     for a, b in zip(_weights(straight.model), _weights(resumed.model), strict=True):
@@ -465,19 +452,9 @@ def test_a_killed_run_with_a_plateau_and_early_stopping_resumes_to_the_same_end(
     straight = fit_classifier(train, val, config, seed=0)
     assert straight.stopped_early and len(straight.history) == 5 and straight.history[-1].lr < LINEAR.lr
 
-    real_step = _Budget.step
-
-    def kill_in_epoch_four(self: _Budget, optimizer: torch.optim.Optimizer, epoch: int, images: int) -> bool:
-        if epoch == 4:
-            raise Killed
-        return real_step(self, optimizer, epoch, images)
-
     resume = tmp_path / "resume.pt"
-    monkeypatch.setattr(_Budget, "step", kill_in_epoch_four)
-    with pytest.raises(Killed):
-        fit_classifier(train, val, config, seed=0, resume=resume)
-    monkeypatch.setattr(_Budget, "step", real_step)
-    resumed = fit_classifier(train, val, config, seed=0, resume=resume)  # the plateau's count of bad epochs too
+    # killed at the first batch of epoch 4: the plateau's count of bad epochs must come back too
+    resumed = _killed_and_resumed(train, val, config, resume, monkeypatch, epoch=4, batch=1)
     assert resumed.history == straight.history and resumed.stopped_early
     again = fit_classifier(train, val, config, seed=0, resume=resume)  # stopped already: trains nothing more
     assert again.history == straight.history and again.stopped_early
@@ -541,3 +518,31 @@ def test_a_hidden_head_trains_saves_and_loads(splits: tuple[Dataset, Dataset], t
     save_classifier(tmp_path / "model.pt", model, config, train.classes, (12, 12, 1))
     loaded = load_classifier(tmp_path)
     np.testing.assert_array_equal(predict_proba(model, val.images), predict_proba(loaded.model, val.images))
+
+
+def _killed_and_resumed(
+    train: Dataset,
+    val: Dataset,
+    config: ClassifierConfig,
+    resume: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    epoch: int,
+    batch: int,
+) -> FitResult:
+    """fit_classifier killed `batch` batches into `epoch` (checkpointing to `resume`), then run again to resume."""
+    real_step = _Budget.step
+    steps_in_epoch = []
+
+    def kill(self: _Budget, optimizer: torch.optim.Optimizer, at_epoch: int, images: int) -> bool:
+        if at_epoch == epoch:
+            steps_in_epoch.append(at_epoch)
+            if len(steps_in_epoch) == batch:
+                raise Killed
+        return real_step(self, optimizer, at_epoch, images)
+
+    monkeypatch.setattr(_Budget, "step", kill)
+    with pytest.raises(Killed):
+        fit_classifier(train, val, config, seed=0, resume=resume)
+    monkeypatch.setattr(_Budget, "step", real_step)
+    return fit_classifier(train, val, config, seed=0, resume=resume)
