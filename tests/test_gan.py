@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
+from torch import nn
 
 from fersynth.checkpointing import load_checkpoint, training_fingerprint
 from fersynth.config import TrainGanConfig
@@ -13,7 +15,16 @@ from fersynth.datasets.format import Dataset
 from fersynth.errors import DataError
 from fersynth.gan.augment import diff_augment
 from fersynth.gan.generator import GanGenerator, load_generator, truncated_normal
-from fersynth.gan.models import Discriminator, GanArchitecture, Generator, upsampling_steps
+from fersynth.gan.models import (
+    DcganDiscriminator,
+    DcganGenerator,
+    Discriminator,
+    GanArchitecture,
+    Generator,
+    build_discriminator,
+    build_generator,
+    upsampling_steps,
+)
 from fersynth.gan.training import (
     CHECKPOINT_FILE,
     CHECKPOINT_FORMAT,
@@ -24,6 +35,7 @@ from fersynth.gan.training import (
     training_images,
     training_units,
 )
+from fersynth.runtime.torch_files import load_torch_file, save_torch_file
 
 from .conftest import make_dataset
 
@@ -201,5 +213,56 @@ def test_per_class_mode_trains_one_generator_per_class(faces: Dataset, tmp_path:
     assert result.generator.mode == "per_class" and len(result.generator.networks) == 7
     assert result.generator.sample(6, 3, seed=0).shape == (3, 16, 16, 1)
     assert {"d_loss_angry", "g_loss_surprise"} <= set(result.metrics())
+    result.generator.save(tmp_path / "g.pt")
+    np.testing.assert_array_equal(load_generator(tmp_path / "g.pt").sample(1, 2, 5), result.generator.sample(1, 2, 5))
+
+
+@pytest.mark.parametrize(("size", "start"), [(48, 6), (64, 4)])
+def test_dcgan_networks_fit_48_and_64_pixels(size: int, start: int) -> None:
+    arch = GanArchitecture(image_size=size, channels=1, latent_dim=8, base_channels=4, num_classes=0, name="dcgan")
+    generator, discriminator = build_generator(arch), build_discriminator(arch)
+    assert isinstance(generator, DcganGenerator) and isinstance(discriminator, DcganDiscriminator)
+    assert arch.start_size == start and generator.main[0].kernel_size == (start, start)
+    images = generator(torch.randn(4, 8))
+    assert images.shape == (4, 1, size, size) and images.abs().max() <= 1
+    scores, logits = discriminator(images)
+    assert scores.shape == (4,) and logits is None
+    assert not any(isinstance(module, nn.BatchNorm2d) for module in discriminator.main[:2])  # none on the first
+    with pytest.raises(ValueError, match="unconditional"):
+        DcganGenerator(GanArchitecture(size, 1, 8, 4, num_classes=7, name="dcgan"))
+
+
+def test_a_dcgan_generator_file_loads_back_the_same_samples(faces: Dataset, tmp_path: Path) -> None:
+    arch = GanArchitecture(image_size=16, channels=1, latent_dim=8, base_channels=4, num_classes=0, name="dcgan")
+    generator = GanGenerator("per_class", faces.classes, [DcganGenerator(arch) for _ in faces.classes])
+    generator.save(tmp_path / "g.pt")
+    loaded = load_generator(tmp_path / "g.pt")
+    assert all(isinstance(network, DcganGenerator) for network in loaded.networks)
+    np.testing.assert_array_equal(loaded.sample(3, 4, seed=2), generator.sample(3, 4, seed=2))
+
+
+def test_a_generator_file_without_an_arch_name_loads_as_projection(tmp_path: Path) -> None:
+    arch = GanArchitecture(image_size=16, channels=1, latent_dim=8, base_channels=4, num_classes=7)
+    generator = GanGenerator("conditional", [f"c{index}" for index in range(7)], [Generator(arch)])
+    generator.save(tmp_path / "g.pt")
+    payload = load_torch_file(tmp_path / "g.pt", "generator file")
+    del payload["architecture"]["name"]  # as files saved before train_gan.arch existed
+    save_torch_file(tmp_path / "old.pt", payload)
+    loaded = load_generator(tmp_path / "old.pt")
+    assert isinstance(loaded.networks[0], Generator) and loaded.networks[0].arch.name == "projection"
+    np.testing.assert_array_equal(loaded.sample(1, 3, seed=0), generator.sample(1, 3, seed=0))
+
+
+def test_dcgan_refuses_conditional_mode() -> None:
+    with pytest.raises(ValidationError, match=r"train_gan\.arch dcgan .*train_gan\.mode per_class"):
+        TrainGanConfig(arch="dcgan", mode="conditional")
+
+
+def test_per_class_dcgan_trains_end_to_end(faces: Dataset, tmp_path: Path) -> None:
+    config = TINY.model_copy(update={"mode": "per_class", "arch": "dcgan", "epochs": 1, "loss": "nonsaturating"})
+    result = train_gan(faces, config, 0, tmp_path)
+    assert all(isinstance(network, DcganGenerator) for network in result.generator.networks)
+    assert result.generator.sample(6, 3, seed=0).shape == (3, 16, 16, 1)
+    assert np.isfinite(result.metrics()["d_loss_angry"])
     result.generator.save(tmp_path / "g.pt")
     np.testing.assert_array_equal(load_generator(tmp_path / "g.pt").sample(1, 2, 5), result.generator.sample(1, 2, 5))

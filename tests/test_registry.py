@@ -61,3 +61,10 @@ def test_every_gan_loss_is_registered() -> None:
     from fersynth.gan.training import GAN_LOSSES
 
     assert set(GAN_LOSSES.names()) == set(get_args(TrainGanConfig.model_fields["loss"].annotation))
+
+
+def test_every_gan_arch_is_registered() -> None:
+    from fersynth.config import TrainGanConfig
+    from fersynth.gan.training import GAN_ARCHITECTURES
+
+    assert set(GAN_ARCHITECTURES.names()) == set(get_args(TrainGanConfig.model_fields["arch"].annotation))

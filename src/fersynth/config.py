@@ -192,6 +192,9 @@ class AugmentOfflineConfig(Section):
 
 class TrainGanConfig(Section):
     mode: Literal["conditional", "per_class"] = "conditional"
+    # projection: this project's networks (spectral norm, minibatch std, class projection);
+    # dcgan: the PyTorch DCGAN example's pair (BatchNorm in D), unconditional, so per_class only
+    arch: Literal["projection", "dcgan"] = "projection"
     latent_dim: int = Field(100, ge=1, le=4096)  # DCGAN's is 100, StyleGAN's 512
     base_channels: int = Field(16, ge=4, le=1024)  # 16 fits the demo's CPU budget; wider learns real data better
     epochs: int = Field(15, ge=0, le=MAX_EPOCHS)
@@ -211,6 +214,15 @@ class TrainGanConfig(Section):
     balanced_sampling: bool = True
     use_offline: bool = False  # also train on offline-augmented variants
     checkpoint_every: int = Field(1, ge=1, le=MAX_EPOCHS)  # epochs between resumable checkpoints
+
+    @model_validator(mode="after")
+    def _dcgan_is_unconditional(self) -> TrainGanConfig:
+        if self.arch == "dcgan" and self.mode == "conditional":
+            raise ValueError(
+                "train_gan.arch dcgan is unconditional: set train_gan.mode per_class (one GAN per class), "
+                "not conditional"
+            )
+        return self
 
 
 class TrainEditorConfig(Section):

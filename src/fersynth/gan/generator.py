@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 
-from fersynth.gan.models import GanArchitecture, Generator
+from fersynth.gan.models import GAN_NETWORKS, GanArchitecture, GanGeneratorNetwork, build_generator
 from fersynth.preview import class_grid
 from fersynth.runtime.torch_files import load_fersynth_file, save_torch_file
 
@@ -22,7 +22,7 @@ GanMode = Literal["conditional", "per_class"]
 class GanGenerator:
     """One conditional generator, or one unconditional generator per class (`per_class` mode)."""
 
-    def __init__(self, mode: GanMode, classes: Sequence[str], networks: Sequence[Generator]) -> None:
+    def __init__(self, mode: GanMode, classes: Sequence[str], networks: Sequence[GanGeneratorNetwork]) -> None:
         expected = 1 if mode == "conditional" else len(classes)
         if len(networks) != expected:
             raise ValueError(f"{mode} GAN needs {expected} generator(s), got {len(networks)}")
@@ -43,7 +43,7 @@ class GanGenerator:
         """Rebuild the networks of `arch` (one per state dict) from their weights."""
         networks = []
         for state in states:
-            network = Generator(arch)
+            network = build_generator(arch)
             network.load_state_dict(state)
             networks.append(network)
         return cls(mode, classes, networks)
@@ -113,5 +113,7 @@ def _rebuild(payload: dict[str, Any]) -> GanGenerator:
     mode = payload["mode"]
     if mode not in get_args(GanMode):
         raise ValueError(f"mode {mode!r} is none of {get_args(GanMode)}")
-    arch = GanArchitecture(**payload["architecture"])
+    arch = GanArchitecture(**payload["architecture"])  # no `name` (older files): projection networks
+    if arch.name not in GAN_NETWORKS:
+        raise ValueError(f"architecture {arch.name!r} is none of {tuple(GAN_NETWORKS)}")
     return GanGenerator.from_states(mode, [str(name) for name in payload["classes"]], arch, payload["state_dicts"])

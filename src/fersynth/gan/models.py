@@ -1,4 +1,7 @@
-"""DCGAN generator and projection discriminator, conditional or (num_classes=0) unconditional.
+"""The GAN's network pairs, registered by `train_gan.arch`.
+
+`projection`: a DCGAN-style generator and a projection discriminator, conditional or (num_classes=0)
+unconditional. `dcgan`: the PyTorch DCGAN example's pair, unconditional only.
 
 Both networks are built from a `GanArchitecture`, a plain dataclass saved inside every
 checkpoint (nanoGPT style) so a generator file rebuilds itself without params.yaml.
@@ -7,6 +10,7 @@ checkpoint (nanoGPT style) so a generator file rebuilds itself without params.ya
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,7 +29,8 @@ class GanArchitecture:
     latent_dim: int
     base_channels: int
     num_classes: int  # 0: unconditional (one GAN per class)
-    spectral_norm: bool = True
+    spectral_norm: bool = True  # projection only
+    name: str = "projection"  # train_gan.arch; files saved before it existed hold projection networks
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,3 +193,101 @@ class MinibatchStd(nn.Module):
         spread = (centred.square().mean(dim=1) + 1e-8).sqrt().mean(dim=1)
         spread = spread.view(-1, 1, 1, 1, 1).expand(-1, group, 1, height, width).reshape(count, 1, height, width)
         return torch.cat([features, spread], dim=1)
+
+
+class DcganGenerator(nn.Module):
+    """The PyTorch DCGAN example's generator, unconditional: z as a 1×1 map → transposed convs with BN, ReLU → tanh."""
+
+    def __init__(self, arch: GanArchitecture) -> None:
+        super().__init__()
+        if arch.num_classes:
+            raise ValueError("the dcgan generator is unconditional (num_classes 0)")
+        self.arch = arch
+        steps = arch.upsamplings
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(arch.latent_dim, arch.width(steps), arch.start_size, 1, 0, bias=False),
+            nn.BatchNorm2d(arch.width(steps)),
+            nn.ReLU(True),
+        ]
+        for level in range(steps, 1, -1):
+            layers += [
+                nn.ConvTranspose2d(arch.width(level), arch.width(level - 1), 4, 2, 1, bias=False),
+                nn.BatchNorm2d(arch.width(level - 1)),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ConvTranspose2d(arch.width(1), arch.channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+        dcgan_initialise(self)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.main(z[:, :, None, None])
+
+
+class DcganDiscriminator(nn.Module):
+    """The PyTorch DCGAN example's discriminator: strided convs (BN after the first), LeakyReLU 0.2 → one logit.
+
+    The example's closing sigmoid is left out: its BCELoss on sigmoid(score) is train_gan.loss nonsaturating
+    (BCE with logits) on the score.
+    """
+
+    def __init__(self, arch: GanArchitecture) -> None:
+        super().__init__()
+        if arch.num_classes:
+            raise ValueError("the dcgan discriminator is unconditional (num_classes 0)")
+        self.arch = arch
+        layers: list[nn.Module] = []
+        in_channels = arch.channels
+        for level in range(1, arch.upsamplings + 1):
+            layers.append(nn.Conv2d(in_channels, arch.width(level), 4, 2, 1, bias=False))
+            if level > 1:
+                layers.append(nn.BatchNorm2d(arch.width(level)))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            in_channels = arch.width(level)
+        layers.append(nn.Conv2d(in_channels, 1, arch.start_size, 1, 0, bias=False))
+        self.main = nn.Sequential(*layers)
+        dcgan_initialise(self)
+
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Realness scores (N,) and no class logits, as an unconditional `Discriminator`."""
+        return self.main(images).flatten(), None
+
+
+@torch.no_grad()
+def dcgan_initialise(network: nn.Module) -> None:
+    """The example's `weights_init`: conv weights N(0, 0.02), BatchNorm weights N(1, 0.02) and biases 0."""
+    for module in network.modules():
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, 0.02)
+            nn.init.zeros_(module.bias)
+
+
+GanGeneratorNetwork = Generator | DcganGenerator
+GanDiscriminatorNetwork = Discriminator | DcganDiscriminator
+
+
+@dataclass(frozen=True)
+class GanNetworks:
+    """How one `train_gan.arch` builds its generator and discriminator from a `GanArchitecture`."""
+
+    generator: Callable[[GanArchitecture], GanGeneratorNetwork]
+    discriminator: Callable[[GanArchitecture], GanDiscriminatorNetwork]
+
+
+# By train_gan.arch; training looks them up through its GAN_ARCHITECTURES registry. A plain dict here: the
+# generate stage rebuilds generators from this module alone.
+GAN_NETWORKS: dict[str, GanNetworks] = {
+    "projection": GanNetworks(Generator, Discriminator),
+    "dcgan": GanNetworks(DcganGenerator, DcganDiscriminator),
+}
+
+
+def build_generator(arch: GanArchitecture) -> GanGeneratorNetwork:
+    return GAN_NETWORKS[arch.name].generator(arch)
+
+
+def build_discriminator(arch: GanArchitecture) -> GanDiscriminatorNetwork:
+    return GAN_NETWORKS[arch.name].discriminator(arch)

@@ -32,7 +32,14 @@ from fersynth.datasets.format import Dataset, concatenate
 from fersynth.errors import DataError
 from fersynth.gan.augment import diff_augment
 from fersynth.gan.generator import GanGenerator
-from fersynth.gan.models import Discriminator, GanArchitecture, Generator, upsampling_steps
+from fersynth.gan.models import (
+    GAN_NETWORKS,
+    GanArchitecture,
+    GanGeneratorNetwork,
+    GanNetworks,
+    build_generator,
+    upsampling_steps,
+)
 from fersynth.registry import Registry
 from fersynth.runtime.device import default_device, step_optimizer, training_precision
 from fersynth.runtime.distributed import (
@@ -216,7 +223,7 @@ def restore_run(
         if unit != len(finished) or unit >= len(units):
             raise ValueError(f"unit {unit} of {len(units)} after {len(finished)} finished")
         for state in finished:
-            Generator(arch).load_state_dict(state)
+            build_generator(arch).load_state_dict(state)
         history = [history_entry(entry) for entry in saved["history"]]
         trainer = UnitTrainer(arch, config, units[unit], seed, unit, device)
         trainer.load_state_dict(saved["trainer"])
@@ -288,7 +295,9 @@ class UnitTrainer:
         self.device = device or default_device()
         self.precision = training_precision(self.device)
         self.scaler = self.precision.grad_scaler()  # one for both optimisers: updated once per step
-        self.generator, self.discriminator = Generator(arch).to(self.device), Discriminator(arch).to(self.device)
+        networks = GAN_ARCHITECTURES[arch.name]
+        self.generator = networks.generator(arch).to(self.device)
+        self.discriminator = networks.discriminator(arch).to(self.device)
         self.images = unit.images.to(self.device)
         self.labels = unit.labels.to(self.device) if unit.labels is not None else None
         self.ema = copy.deepcopy(self.generator) if config.ema_decay > 0 else None
@@ -413,7 +422,7 @@ class UnitTrainer:
         for average, current in zip(self.ema.buffers(), self.generator.buffers(), strict=True):
             average.copy_(current)
 
-    def exported_generator(self) -> Generator:
+    def exported_generator(self) -> GanGeneratorNetwork:
         """The generator to sample from (EMA if enabled), BatchNorm statistics recomputed for its weights.
 
         The running statistics were gathered with the raw generator's weights; re-estimating them
@@ -425,7 +434,7 @@ class UnitTrainer:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(generator: Generator, seed: int) -> None:
+def recalibrate_batchnorm(generator: GanGeneratorNetwork, seed: int) -> None:
     norms = [module for module in generator.modules() if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d)]
     for norm in norms:
         norm.reset_running_stats()
@@ -450,6 +459,10 @@ class GanLoss:
     discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     generator: Callable[[torch.Tensor], torch.Tensor]
 
+
+GAN_ARCHITECTURES: Registry[GanNetworks] = Registry("GAN architecture", "train_gan.arch")
+for _name, _networks in GAN_NETWORKS.items():
+    GAN_ARCHITECTURES.register(_name)(_networks)
 
 GAN_LOSSES: Registry[GanLoss] = Registry("GAN loss", "train_gan.loss")
 
@@ -499,6 +512,7 @@ def architecture(train: Dataset, config: TrainGanConfig) -> GanArchitecture:
         base_channels=config.base_channels,
         num_classes=len(train.classes),
         spectral_norm=config.spectral_norm,
+        name=config.arch,
     )
 
 
