@@ -65,6 +65,6 @@ def test_every_gan_loss_is_registered() -> None:
 
 def test_every_gan_arch_is_registered() -> None:
     from fersynth.config import TrainGanConfig
-    from fersynth.gan.training import GAN_ARCHITECTURES
+    from fersynth.gan.models import GAN_NETWORKS
 
-    assert set(GAN_ARCHITECTURES.names()) == set(get_args(TrainGanConfig.model_fields["arch"].annotation))
+    assert set(GAN_NETWORKS) == set(get_args(TrainGanConfig.model_fields["arch"].annotation))

@@ -173,6 +173,8 @@ class CalibratePolicy:
     # (teachers' mean proba (N, K), intended (N,), each teacher's proba (M, N, K)) -> labelling
     label: Callable[[np.ndarray, np.ndarray, np.ndarray], Labelling]
     selects: bool = True  # False: every image is kept (relabel, vote: the label is the whole decision)
+    # The policy's own diagnostics, from (each teacher's proba (M, N, K), intended (N,), classes); None: none
+    metrics: Callable[[np.ndarray, np.ndarray, Sequence[str]], dict[str, float | int]] | None = None
 
 
 CALIBRATE_POLICIES: Registry[CalibratePolicy] = Registry("calibration policy", "calibrate.policy")
@@ -214,8 +216,6 @@ def _vote(proba: np.ndarray, intended: np.ndarray, members: np.ndarray) -> Label
 CALIBRATE_POLICIES.register("filter")(CalibratePolicy(_as_intended))
 CALIBRATE_POLICIES.register("relabel")(CalibratePolicy(_teachers_label, selects=False))
 CALIBRATE_POLICIES.register("soft")(CalibratePolicy(_teachers_probabilities))
-# SynFER keeps every generated image and only rectifies its label, so no selection applies.
-CALIBRATE_POLICIES.register("vote")(CalibratePolicy(_vote, selects=False))
 
 
 def vote_metrics(members: np.ndarray, intended: np.ndarray, classes: Sequence[str]) -> dict[str, float | int]:
@@ -230,6 +230,10 @@ def vote_metrics(members: np.ndarray, intended: np.ndarray, classes: Sequence[st
     metrics["vote_agreed_total"] = int(agreed.sum())
     metrics["vote_agreement_rate"] = metrics["vote_agreed_total"] / len(intended) if len(intended) else 0.0
     return metrics
+
+
+# SynFER keeps every generated image and only rectifies its label, so no selection applies.
+CALIBRATE_POLICIES.register("vote")(CalibratePolicy(_vote, selects=False, metrics=vote_metrics))
 
 
 def select_by_threshold(
@@ -618,12 +622,13 @@ def calibrate(
     teachers = load_or_train_teachers(train, val, config, seed, teachers_dir)
     # Rows generated without an intended class (none so far) count as meant to show their label.
     intended = np.where(synthetic.intended == NO_LABEL, synthetic.labels, synthetic.intended).astype(np.int64)
+    policy = CALIBRATE_POLICIES[config.policy]
     members = teachers.member_proba(synthetic.images)
     proba = mean_proba(members)
     decision = decide(proba, intended, config, teachers.val, members)
     metrics = calibration_metrics(proba, intended, decision, real.classes)
-    if config.policy == "vote":
-        metrics.update(vote_metrics(members, intended, real.classes))
+    if policy.metrics is not None:
+        metrics.update(policy.metrics(members, intended, real.classes))
     metrics["teacher_val_macro_f1"] = teachers.ensemble_val_macro_f1
     metrics.update({f"teacher_val_macro_f1_member{index}": score for index, score in enumerate(teachers.val_macro_f1)})
     metrics.update(teacher_val_recall(teachers.val))
@@ -646,7 +651,7 @@ def calibrate(
         metrics["generated_total"],
         metrics["expression_accuracy"],
     )
-    drawn_thresholds = decision.thresholds if CALIBRATE_POLICIES[config.policy].selects else None
+    drawn_thresholds = decision.thresholds if policy.selects else None
     return CalibrationResult(
         dataset=apply_decision(synthetic, intended, decision),
         figures=metrics,

@@ -277,8 +277,8 @@ class GanNetworks:
     discriminator: Callable[[GanArchitecture], GanDiscriminatorNetwork]
 
 
-# By train_gan.arch; training looks them up through its GAN_ARCHITECTURES registry. A plain dict here: the
-# generate stage rebuilds generators from this module alone.
+# By train_gan.arch (tests/test_registry.py holds its names equal to the param's choices). A plain mapping, as the
+# synthesis backends are: the generate stage rebuilds generators from this module alone, without the registry.
 GAN_NETWORKS: dict[str, GanNetworks] = {
     "projection": GanNetworks(Generator, Discriminator),
     "dcgan": GanNetworks(DcganGenerator, DcganDiscriminator),

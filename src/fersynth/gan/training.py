@@ -33,10 +33,9 @@ from fersynth.errors import DataError
 from fersynth.gan.augment import diff_augment
 from fersynth.gan.generator import GanGenerator
 from fersynth.gan.models import (
-    GAN_NETWORKS,
     GanArchitecture,
     GanGeneratorNetwork,
-    GanNetworks,
+    build_discriminator,
     build_generator,
     upsampling_steps,
 )
@@ -295,9 +294,8 @@ class UnitTrainer:
         self.device = device or default_device()
         self.precision = training_precision(self.device)
         self.scaler = self.precision.grad_scaler()  # one for both optimisers: updated once per step
-        networks = GAN_ARCHITECTURES[arch.name]
-        self.generator = networks.generator(arch).to(self.device)
-        self.discriminator = networks.discriminator(arch).to(self.device)
+        self.generator = build_generator(arch).to(self.device)
+        self.discriminator = build_discriminator(arch).to(self.device)
         self.images = unit.images.to(self.device)
         self.labels = unit.labels.to(self.device) if unit.labels is not None else None
         self.ema = copy.deepcopy(self.generator) if config.ema_decay > 0 else None
@@ -459,10 +457,6 @@ class GanLoss:
     discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     generator: Callable[[torch.Tensor], torch.Tensor]
 
-
-GAN_ARCHITECTURES: Registry[GanNetworks] = Registry("GAN architecture", "train_gan.arch")
-for _name, _networks in GAN_NETWORKS.items():
-    GAN_ARCHITECTURES.register(_name)(_networks)
 
 GAN_LOSSES: Registry[GanLoss] = Registry("GAN loss", "train_gan.loss")
 
